@@ -1,0 +1,174 @@
+"""The ``virnucpro`` command. Every subcommand has ``--help``; errors are one line, exit status 2.
+
+Subcommands import what they need when they run, so ``prepare`` and ``--help`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from . import __version__
+from .errors import VirNucProError
+
+PROG = "virnucpro"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: ``virnucpro: error: ...`` on one line, exit 2."""
+
+    def error(self, message):  # noqa: D401
+        fail(message)
+
+
+def fail(message: str, status: int = 2):
+    sys.stderr.write(f"{PROG}: error: {' '.join(str(message).split())}\n")
+    sys.exit(status)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(f"{PROG}: warning: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Find viral sequences with DNABERT-S + ESM-2 features (VirNucPro), fast.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    s = sub.add_parser("prepare", help="chunk FASTA and keep the stop-free frames (no models needed)",
+                       description="Write DIR/chunks.fa, DIR/identified_nucleotide.fa and DIR/identified_protein.faa.")
+    s.add_argument("input", help="FASTA file (plain or .gz)")
+    s.add_argument("--chunk-size", type=int, required=True, help="300 or 500 (must match the model)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(run=_cmd_prepare)
+
+    s = sub.add_parser("predict", help="classify sequences as viral or not",
+                       description="FASTA -> chunks -> frames -> DNABERT-S + ESM-2 features -> classifier -> calls.")
+    s.add_argument("input", help="FASTA file (plain or .gz)")
+    s.add_argument("--chunk-size", type=int, required=True, help="300 or 500 (must match the classifier)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--profile", choices=["auto", "real", "demo"], default="auto",
+                   help="models: real (DNABERT-S, ESM-2 3B, published classifier), demo (small, offline), "
+                        "auto (real when present, else demo with a warning)")
+    s.add_argument("--esm", help="ESM-2 directory or Hugging Face id (overrides the profile)")
+    s.add_argument("--dnabert", help="DNABERT-S directory or Hugging Face id (overrides the profile)")
+    s.add_argument("--classifier", help="classifier .pth or .safetensors (overrides the profile)")
+    s.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
+    s.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="default: bf16 on GPUs that have it, fp32 on CPU")
+    s.add_argument("--token-budget", type=int, default=None, help="tokens per packed batch")
+    s.add_argument("--threshold", type=float, default=0.5, help="score at or above which a sequence is called virus")
+    s.add_argument("--save-features", action="store_true", help="store the 3,328 features per frame in frames.parquet")
+    s.add_argument("--resume", action="store_true", help="keep finished work units of an earlier run in --out")
+    s.add_argument("--attention", choices=["auto", "flash", "varlen", "reference"], default="auto",
+                   help="attention kernel (reference: padded with explicit masks)")
+    s.add_argument("--no-packing", action="store_true", help="padded batches instead of packed sequences")
+    s.add_argument("--no-compile", action="store_true", help="do not torch.compile the encoder layers")
+    s.add_argument("--unit-records", type=int, default=None, help="input records per work unit (default 4096)")
+    s.add_argument("--log-dir", default=None, help="where the run log and GPU log go (default: OUT/logs)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(run=_cmd_predict)
+
+    s = sub.add_parser("train", help="train a classifier on labelled FASTA (original recipe)",
+                       description="Features through the predict path, then the original training recipe.")
+    s.add_argument("--virus", required=True, help="viral sequences (FASTA or GenBank)")
+    s.add_argument("--host", required=True, help="host sequences (FASTA or GenBank)")
+    s.add_argument("--chunk-size", type=int, required=True)
+    s.add_argument("--out", required=True, help="MODEL.safetensors; metrics go to MODEL.metrics.json")
+    s.add_argument("--profile", choices=["auto", "real", "demo"], default="auto")
+    s.add_argument("--esm")
+    s.add_argument("--dnabert")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--gpus", type=int, default=None)
+    s.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None)
+    s.add_argument("--max-epochs", type=int, default=200)
+    s.add_argument("--cds-filter", action="store_true",
+                   help="GenBank input: keep only frames whose protein is a substring of an annotated CDS")
+    s.set_defaults(run=_cmd_train)
+
+    s = sub.add_parser("models", help="download, verify, convert and list model files")
+    msub = s.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
+    msub.required = True
+    m = msub.add_parser("download", help="fetch DNABERT-S, ESM-2 3B and the published classifiers")
+    m.add_argument("--dir", default=None, help="where to put them (default: the Hugging Face cache and ~/.cache/virnucpro)")
+    m.add_argument("--only", choices=["dnabert", "esm", "classifier"], action="append")
+    m.set_defaults(run=_cmd_models)
+    m = msub.add_parser("verify", help="check shapes and checksums of the model files")
+    m.add_argument("--profile", choices=["real", "demo"], default="real")
+    m.add_argument("--chunk-size", type=int, default=None)
+    m.set_defaults(run=_cmd_models)
+    m = msub.add_parser("convert", help="convert a published .pth classifier to safetensors (no code runs)")
+    m.add_argument("src", metavar="IN.pth")
+    m.add_argument("dst", metavar="OUT.safetensors")
+    m.set_defaults(run=_cmd_models)
+    m = msub.add_parser("list", help="show which model files are present")
+    m.set_defaults(run=_cmd_models)
+
+    s = sub.add_parser("benchmark", help="measure speed, scaling and equivalence; track regressions")
+    s.add_argument("--suite", choices=["prepare", "encoders", "engine", "scaling", "equivalence", "all"], required=True)
+    s.add_argument("--data-size", choices=["tiny", "small", "medium", "large", "xl"], default="tiny")
+    s.add_argument("--gpu-counts", default=None, help="comma-separated, e.g. 1,2,4 (scaling suite)")
+    s.add_argument("--out", required=True, help="folder for result JSON and markdown")
+    s.add_argument("--compare-to", default=None, help="baseline JSON: exit 1 on a regression over 10%%")
+    s.add_argument("--save-baseline", default=None, help="write this run as a baseline")
+    s.add_argument("--no-reference", action="store_true", help="skip the reference path")
+    s.add_argument("--quick", action="store_true", help="fewer repetitions")
+    s.add_argument("--profile", choices=["auto", "real", "demo", "random-real-shape"], default=None,
+                   help="weights: default random weights of the real shapes on GPU, demo on CPU")
+    s.set_defaults(run=_cmd_benchmark)
+    return p
+
+
+def _cmd_prepare(args):
+    from .sequences import prepare
+
+    stats = prepare(args.input, args.chunk_size, args.out)
+    print(f"{stats.records} records, {stats.bases:,} bp -> {stats.chunks} chunks, {stats.frames} frames "
+          f"in {stats.seconds:.2f} s ({stats.mbp_per_s:.1f} Mbp/s); wrote {args.out}/")
+
+
+def _cmd_predict(args):
+    from .engine import predict_from_args
+
+    predict_from_args(args)
+
+
+def _cmd_train(args):
+    from .training import train_from_args
+
+    train_from_args(args)
+
+
+def _cmd_models(args):
+    from .models.profiles import models_command
+
+    models_command(args)
+
+
+def _cmd_benchmark(args):
+    from .bench.suites import benchmark_from_args
+
+    return benchmark_from_args(args)
+
+
+def main(argv=None) -> int:
+    warnings.showwarning = _show_warning
+    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        status = args.run(args)
+    except VirNucProError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except MemoryError:
+        fail("out of host memory")
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,711 @@
+"""FASTA -> records -> chunks -> six frames, exactly as the original VirNucPro (reference doc sections 1-2).
+
+Two paths share one behaviour:
+
+* the vectorized path (:func:`iter_record_blocks`, :func:`chunk_block`, :func:`frames_of_chunks`) works on
+  whole blocks of records as NumPy byte arrays: a record block is parsed, chunked, translated in six frames
+  and written back out without a Python loop per record, codon or output line;
+* the reference path (:func:`chunk_sequence_reference`, :func:`frames_reference`, :func:`prepare_reference`)
+  is the original's algorithm written plainly, one codon at a time, reading FASTA with Biopython. Tests
+  hold the two against each other and against the original's golden files.
+
+Input is streamed in blocks cut at record boundaries, so memory stays flat however large the input is
+(a single record larger than a block makes that block larger, nothing else).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import InputError, VirNucProError
+
+CHUNK_SIZES = (300, 500)
+FRAME_LABELS = ("F1", "F2", "F3", "R1", "R2", "R3")
+DEFAULT_BLOCK_BYTES = 1 << 20
+NUCLEOTIDE_IUPAC = b"ACGTUNRYKMSWBDHVacgtunrykmswbdhv"
+MAX_NON_NUCLEOTIDE_FRACTION = 0.10
+
+_BASES = "TCAG"
+_AMINO = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
+GENETIC_CODE = {a + b + c: _AMINO[16 * i + 4 * j + k]
+                for i, a in enumerate(_BASES) for j, b in enumerate(_BASES) for k, c in enumerate(_BASES)}
+_COMPLEMENT = str.maketrans("ACGT", "TGCA")
+
+# Lookup tables over bytes (the vectorized path).
+_UPPER = np.arange(256, dtype=np.uint8)
+_UPPER[ord("a"):ord("z") + 1] -= 32
+_COMP = np.arange(256, dtype=np.uint8)
+for _a, _b in zip(b"ACGT", b"TGCA"):
+    _COMP[_a] = _b
+_IUPAC = np.zeros(256, dtype=bool)
+_IUPAC[np.frombuffer(NUCLEOTIDE_IUPAC, dtype=np.uint8)] = True
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+_WHITESPACE_NO_NL = _WHITESPACE.copy()
+_WHITESPACE_NO_NL[10] = False
+_COMP_UPPER = _COMP[_UPPER]
+
+# Codons over the alphabet {A,C,G,T,other} (other = 4): index c0*25 + c1*5 + c2. For each index, flags for the
+# codon read forward (bits 0-7: stop, 8-15: not a real codon) and for the reverse-complement codon read
+# backwards from position +2 (bits 16-23, 24-31), as 8-bit counters that wrapping prefix sums add up exactly
+# over any frame (a frame has at most 166 codons); and the amino acid of each reading (0 for no real codon):
+# _AA2[0:125] forward, _AA2[125:250] reverse.
+_C5 = np.full(256, 4, dtype=np.uint8)
+for _i, _b in enumerate(b"ACGT"):
+    _C5[_b] = _C5[_b + 32] = _i
+_FLAGS = np.zeros(125, dtype=np.uint32)
+_AA2 = np.zeros(250, dtype=np.uint8)
+for _x in range(125):
+    _c = (_x // 25, _x // 5 % 5, _x % 5)
+    for _strand, _codon in ((0, _c), (1, tuple(3 - b if b < 4 else 4 for b in _c[::-1]))):
+        if 4 in _codon:
+            _FLAGS[_x] |= np.uint32(1 << (8 + 16 * _strand))
+        else:
+            _aa = GENETIC_CODE["".join("ACGT"[b] for b in _codon)]
+            _AA2[125 * _strand + _x] = ord(_aa)
+            if _aa == "*":
+                _FLAGS[_x] |= np.uint32(1 << (16 * _strand))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and validating FASTA
+# --------------------------------------------------------------------------------------------------
+
+
+def open_input(path) -> io.BufferedIOBase:
+    """Open a plain or gzip-compressed file for binary reading, with a clear error if that fails."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a FASTA file")
+    try:
+        handle = open(path, "rb")
+        magic = handle.peek(2)[:2] if hasattr(handle, "peek") else b""
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=handle, mode="rb")
+    return handle
+
+
+def _sniff(path, head: bytes) -> None:
+    """Reject input that is not FASTA, naming what it looks like."""
+    if b"\x00" in head:
+        raise InputError(path, "not a FASTA file (binary data)")
+    text = head.lstrip()
+    if not text:
+        return
+    if text.startswith(b">"):
+        return
+    if text.startswith(b"@"):
+        raise InputError(path, "not a FASTA file (looks like FASTQ; convert it to FASTA first)")
+    if text.startswith(b"LOCUS") or text.startswith(b"ID   "):
+        raise InputError(path, "not a FASTA file (looks like GenBank/EMBL; export it as FASTA first)")
+    try:
+        first = text.split(b"\n", 1)[0][:40].decode("ascii")
+    except UnicodeDecodeError:
+        raise InputError(path, "not a FASTA file (binary data)") from None
+    raise InputError(path, f"not a FASTA file (first line does not start with '>': {first!r})")
+
+
+@dataclass
+class RecordBlock:
+    """Consecutive FASTA records as segments of byte buffers (no copy for the common 2-line layout).
+
+    Record i's header (without ``>``) is ``hbuf[hdr_start[i]:hdr_start[i] + hdr_len[i]]``, its ID the first
+    ``id_len[i]`` bytes of it, its sequence as read (case kept, line breaks removed)
+    ``sbuf[seq_start[i]:seq_start[i] + seq_len[i]]``; ``record_index[i]`` is its 0-based input position.
+    """
+
+    hbuf: np.ndarray
+    hdr_start: np.ndarray
+    hdr_len: np.ndarray
+    id_len: np.ndarray
+    sbuf: np.ndarray
+    seq_start: np.ndarray
+    seq_len: np.ndarray
+    record_index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.seq_len)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.seq_len
+
+    def ids(self) -> list[str]:
+        raw = self.hbuf.tobytes()
+        return [raw[s:s + n].decode("utf-8", "replace") for s, n in zip(self.hdr_start.tolist(), self.id_len.tolist())]
+
+    def descriptions(self) -> list[str]:
+        raw = self.hbuf.tobytes()
+        return [raw[s:s + n].decode("utf-8", "replace") for s, n in zip(self.hdr_start.tolist(), self.hdr_len.tolist())]
+
+    def sequence(self, i: int) -> str:
+        s = int(self.seq_start[i])
+        return self.sbuf[s:s + int(self.seq_len[i])].tobytes().decode("ascii", "replace")
+
+    def take(self, idx) -> "RecordBlock":
+        """The records at positions ``idx`` (an index array, a boolean mask or a slice); buffers are shared."""
+        return RecordBlock(self.hbuf, self.hdr_start[idx], self.hdr_len[idx], self.id_len[idx], self.sbuf,
+                           self.seq_start[idx], self.seq_len[idx], self.record_index[idx])
+
+    @staticmethod
+    def concat(blocks: list["RecordBlock"]) -> "RecordBlock":
+        """One block holding the records of ``blocks`` in order (buffers are concatenated)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        h_shift = _offsets(np.array([len(b.hbuf) for b in blocks]))
+        shared = all(b.sbuf is b.hbuf for b in blocks)
+        s_shift = h_shift if shared else _offsets(np.array([len(b.sbuf) for b in blocks]))
+        cat = lambda name: np.concatenate([getattr(b, name) for b in blocks])  # noqa: E731
+        hbuf = cat("hbuf")
+        return RecordBlock(
+            hbuf=hbuf, hdr_start=np.concatenate([b.hdr_start + h_shift[i] for i, b in enumerate(blocks)]),
+            hdr_len=cat("hdr_len"), id_len=cat("id_len"), sbuf=hbuf if shared else cat("sbuf"),
+            seq_start=np.concatenate([b.seq_start + s_shift[i] for i, b in enumerate(blocks)]),
+            seq_len=cat("seq_len"), record_index=cat("record_index"))
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    off = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=off[1:])
+    return off
+
+
+def gather(src: np.ndarray, starts, lengths, reverse=None) -> np.ndarray:
+    """Concatenate the segments ``src[s:s+n]`` (read backwards, from ``s`` down, where ``reverse``) in order.
+
+    One vectorized pass: an index array built from per-segment steps, then one ``take``.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    keep = lengths > 0
+    starts = np.asarray(starts, dtype=np.int64)[keep]
+    lengths = lengths[keep]
+    total = int(lengths.sum())
+    if total == 0:
+        return src[:0].copy()
+    itype = np.int32 if len(src) < 2**31 - 1 else np.int64
+    ends = np.cumsum(lengths)
+    if reverse is None:
+        step = np.ones(total, dtype=itype)
+        last = starts + lengths - 1
+    else:
+        d = np.where(np.asarray(reverse)[keep], -1, 1)
+        step = np.repeat(d.astype(itype), lengths)
+        last = starts + (lengths - 1) * d
+    step[0] = starts[0]
+    step[ends[:-1]] = starts[1:] - last[:-1]
+    np.cumsum(step, out=step)
+    return np.take(src, step)
+
+
+def _parse_block(data: bytes, first_index: int) -> RecordBlock:
+    """Parse bytes holding whole records (starting at '>') into a RecordBlock."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    n = len(a)
+    newline = np.flatnonzero(a == 10)
+    line_start = np.concatenate(([0], newline + 1))
+    line_end = np.append(newline, n)
+    inside = line_start < n
+    line_start, line_end = line_start[inside], line_end[inside]
+    hdr_line = np.flatnonzero(a[line_start] == ord(">"))
+    hdr_start = line_start[hdr_line] + 1
+    hdr_end = line_end[hdr_line]
+    hdr_end = hdr_end - ((hdr_end > hdr_start) & (a[hdr_end - 1] == 13))  # a trailing '\r'
+    ws_pos = np.flatnonzero(_WHITESPACE_NO_NL[a])
+    # the ID ends at the header's first whitespace
+    ws_ext = np.append(ws_pos, n)
+    id_len = np.minimum(ws_ext[np.searchsorted(ws_ext, hdr_start)], hdr_end) - hdr_start
+    seq_lines = np.diff(np.append(hdr_line, len(line_start))) - 1
+    # whitespace other than line breaks outside header lines?
+    in_hdr_line = np.searchsorted(line_start[hdr_line], ws_pos, side="right") - 1
+    ws_in_seq = bool(np.any((in_hdr_line < 0) | (ws_pos > line_end[hdr_line][np.maximum(in_hdr_line, 0)])))
+    record_index = first_index + np.arange(len(hdr_line), dtype=np.int64)
+    if not ws_in_seq and np.all(seq_lines <= 1):
+        # the common layout, one sequence line per record: sequences stay where they are
+        one = seq_lines == 1
+        nxt = np.minimum(hdr_line + 1, len(line_start) - 1)
+        seq_start = np.where(one, line_start[nxt], hdr_end)
+        seq_len = np.where(one, line_end[nxt] - seq_start, 0)
+        return RecordBlock(a, hdr_start, hdr_end - hdr_start, id_len, a, seq_start, seq_len, record_index)
+    # general layout: wrapped lines, '\r\n', blanks: copy the sequence bytes together
+    mark = np.zeros(n + 2, dtype=np.int32)
+    np.add.at(mark, line_start[hdr_line], 1)
+    np.add.at(mark, line_end[hdr_line] + 1, -1)
+    seq_mask = (np.cumsum(mark[:n]) == 0) & ~_WHITESPACE[a]
+    starts = np.zeros(n, dtype=np.int64)
+    starts[line_start[hdr_line]] = 1
+    rec_of_byte = np.cumsum(starts) - 1
+    seq_len = np.bincount(rec_of_byte[seq_mask], minlength=len(hdr_line)).astype(np.int64)
+    return RecordBlock(a, hdr_start, hdr_end - hdr_start, id_len, a[seq_mask], _offsets(seq_len)[:-1], seq_len,
+                       record_index)
+
+
+def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[RecordBlock]:
+    """Stream ``path`` as RecordBlocks of about ``block_bytes`` input bytes each, cut at record boundaries.
+
+    Raises InputError for unreadable, empty or non-FASTA input. Records are not validated here.
+    """
+    handle = open_input(path)
+    index = 0
+    try:
+        carry = b""
+        first = True
+        while True:
+            try:
+                data = handle.read(block_bytes)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                raise InputError(path, f"cannot read: {exc}") from None
+            if first:
+                if not data:
+                    raise InputError(path, "empty file")
+                data = data.lstrip()
+                if not data:  # only whitespace so far
+                    rest = handle.read()
+                    data = rest.lstrip()
+                    if not data:
+                        raise InputError(path, "no FASTA records (the file holds only blank lines)")
+                _sniff(path, data[:4096])
+                first = False
+            eof = not data
+            buf = carry + data if carry else data
+            if not buf:
+                break
+            cut = len(buf) if eof else buf.rfind(b"\n>") + 1
+            if cut <= 0:
+                carry = buf
+                continue
+            part, carry = buf[:cut], buf[cut:]
+            block = _parse_block(part, index)
+            index += len(block)
+            yield block
+            if eof:
+                break
+    finally:
+        handle.close()
+    if index == 0:
+        raise InputError(path, "no FASTA records")
+
+
+class CompactIdSet:
+    """A set of 64-bit ID hashes in sorted NumPy arrays (about 8 bytes per ID, not ~100 for a Python set).
+
+    Levels of geometrically growing size are merged like a log-structured tree, so adding N hashes costs
+    O(N log N) in all and a membership query O(log^2 N).
+    """
+
+    def __init__(self):
+        self.levels: list[np.ndarray] = []
+
+    def __len__(self):
+        return sum(len(x) for x in self.levels)
+
+    def contains(self, h: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(h), dtype=bool)
+        for level in self.levels:
+            pos = np.minimum(np.searchsorted(level, h), len(level) - 1)
+            found |= level[pos] == h
+        return found
+
+    def add(self, h: np.ndarray) -> None:
+        new = np.sort(h)
+        while self.levels and len(self.levels[-1]) <= len(new):
+            new = np.sort(np.concatenate([self.levels.pop(), new]), kind="mergesort")
+        self.levels.append(new)
+
+
+def hash_ids(block: RecordBlock) -> np.ndarray:
+    """A 64-bit polynomial hash of every record ID in the block (vectorized; collisions ~ N^2 / 2^65)."""
+    lens = block.id_len
+    off = _offsets(lens)
+    ids = gather(block.hbuf, block.hdr_start, lens).astype(np.uint64)
+    pos_in_id = np.arange(len(ids), dtype=np.int64) - np.repeat(off[:-1], lens)
+    powers = _powers(int(lens.max()) if len(lens) else 0)
+    with np.errstate(over="ignore"):
+        cum = np.concatenate(([np.uint64(0)], np.cumsum((ids + np.uint64(1)) * powers[pos_in_id], dtype=np.uint64)))
+        h = cum[off[1:]] - cum[off[:-1]]
+        h = (h ^ (lens.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+_POW_CACHE = np.array([1], dtype=np.uint64)
+
+
+def _powers(n: int) -> np.ndarray:
+    global _POW_CACHE
+    if len(_POW_CACHE) <= n:
+        m = max(n + 1, 2 * len(_POW_CACHE), 256)
+        with np.errstate(over="ignore"):
+            base = np.full(m, np.uint64(1099511628211), dtype=np.uint64)
+            base[0] = 1
+            _POW_CACHE = np.cumprod(base, dtype=np.uint64)
+    return _POW_CACHE
+
+
+class RecordValidator:
+    """Checks records as they stream past: nucleotide alphabet, duplicate IDs, empty records."""
+
+    def __init__(self, path):
+        self.path = path
+        self.ids = CompactIdSet()
+        self.empty_records = 0
+        self.records = 0
+
+    def check(self, block: RecordBlock) -> RecordBlock:
+        """Validate a block; return it without its length-0 records (counted in ``empty_records``)."""
+        lengths = block.seq_len
+        self.records += len(block)
+        # alphabet: 10% or more non-IUPAC letters means protein (or garbage) given as nucleotides
+        bad = np.zeros(len(block.sbuf) + 1, dtype=np.int32)
+        np.cumsum(~_IUPAC[block.sbuf], dtype=np.int32, out=bad[1:])
+        n_bad = bad[block.seq_start + lengths] - bad[block.seq_start]
+        wrong = np.flatnonzero((lengths > 0) & (n_bad >= MAX_NON_NUCLEOTIDE_FRACTION * lengths))
+        if len(wrong):
+            i = int(wrong[0])
+            raise InputError(self.path, f"{n_bad[i] / lengths[i]:.0%} of its letters are not nucleotide IUPAC "
+                             "codes (protein given as nucleotides?)", record=block.take([i]).ids()[0])
+        # duplicate IDs
+        h = hash_ids(block)
+        dup = self.ids.contains(h)
+        order = np.argsort(h, kind="stable")
+        dup[order[1:]] |= h[order[1:]] == h[order[:-1]]
+        if dup.any():
+            rid = block.take([int(np.flatnonzero(dup)[0])]).ids()[0]
+            raise InputError(self.path, "duplicate record ID (outputs would collide)", record=rid)
+        self.ids.add(h)
+        empty = lengths == 0
+        if empty.any():
+            self.empty_records += int(empty.sum())
+            block = block.take(~empty)
+        return block
+
+
+def iter_record_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, validator: RecordValidator | None = None
+                       ) -> Iterator[RecordBlock]:
+    """Stream validated records (length-0 records removed, counted on the validator)."""
+    validator = validator or RecordValidator(path)
+    for block in iter_raw_blocks(path, block_bytes):
+        block = validator.check(block)
+        if len(block):
+            yield block
+
+
+# --------------------------------------------------------------------------------------------------
+# Chunking and six-frame translation (vectorized)
+# --------------------------------------------------------------------------------------------------
+
+
+def chunk_layout(lengths: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The original's chunks of sequences of the given lengths.
+
+    Returns ``(record, k, start, length)`` per chunk: the record's position in ``lengths``, the chunk's
+    0-based number, its start within the record and its length. Reference doc section 1.
+    """
+    L = np.asarray(lengths, dtype=np.int64)
+    cs = int(chunk_size)
+    n = -(-L // cs)
+    total = int(n.sum())
+    rec = np.repeat(np.arange(len(L), dtype=np.int64), n)
+    k = np.arange(total, dtype=np.int64) - np.repeat(_offsets(n)[:-1], n)
+    nn = n[rec]
+    R = nn * cs - L[rec]
+    q = R // nn
+    m = R - q * (nn - 1)
+    shifted = np.where(k <= m, k * (q + 1), m * (q + 1) + (k - m) * q)
+    start = k * cs - shifted
+    length = np.minimum(start + cs, L[rec]) - start
+    return rec, k, start, length
+
+
+@dataclass
+class ChunkBlock:
+    """Chunks of a RecordBlock: ``record`` indexes its records, ``k`` is 0-based, ``start`` is in ``sbuf``."""
+
+    record: np.ndarray
+    k: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.length)
+
+
+def chunk_block(block: RecordBlock, chunk_size: int) -> ChunkBlock:
+    rec, k, start, length = chunk_layout(block.seq_len, chunk_size)
+    return ChunkBlock(record=rec, k=k, start=block.seq_start[rec] + start, length=length)
+
+
+@dataclass
+class FrameBlock:
+    """The stop-free frames of a block of chunks, in output order (record, chunk, F1 F2 F3 R1 R2 R3).
+
+    ``record`` indexes the RecordBlock's records, ``chunk`` is 1-based, ``frame`` 0..5 indexes FRAME_LABELS;
+    nucleotide and protein sequences are concatenated upper-case bytes with offsets.
+    """
+
+    record: np.ndarray
+    chunk: np.ndarray
+    frame: np.ndarray
+    nuc: np.ndarray
+    nuc_off: np.ndarray
+    prot: np.ndarray
+    prot_off: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+    def nucleotides(self) -> list[str]:
+        raw = self.nuc.tobytes().decode("ascii", "replace")
+        o = self.nuc_off.tolist()
+        return [raw[o[i]:o[i + 1]] for i in range(len(self))]
+
+    def proteins(self) -> list[str]:
+        raw = self.prot.tobytes().decode("ascii")
+        o = self.prot_off.tolist()
+        return [raw[o[i]:o[i + 1]] for i in range(len(self))]
+
+
+def frames_of_chunks(block: RecordBlock, chunks: ChunkBlock) -> FrameBlock:
+    """Translate every chunk in six frames and keep the frames with a non-empty, stop-free protein.
+
+    Every position of the sequence buffer gets one codon index over the alphabet {A,C,G,T,other}
+    (125 values), from which lookup tables give, for the codon read forward and for the reverse-complement
+    codon ending there, whether it is a stop and whether it is a real codon. Per-phase prefix sums of
+    those flags give each frame's stop and skipped-codon counts without touching codons one by one;
+    only the kept frames are then translated.
+    """
+    buf = block.sbuf
+    T = len(buf)
+    c = np.empty(T + 2, dtype=np.uint8)
+    np.take(_C5, buf, out=c[:T])
+    c[T:] = 4
+    idx = c[:-2] * np.uint8(25)
+    idx += c[1:-1] * np.uint8(5)
+    idx += c[2:]
+    rows = -(-T // 3)
+    cum = np.zeros((3, rows + 1), dtype=np.uint32)
+    for r in range(3):
+        phase = np.take(_FLAGS, idx[r::3])
+        np.cumsum(phase, out=cum[r, 1:len(phase) + 1])
+        cum[r, len(phase) + 1:] = cum[r, len(phase)]
+
+    C = len(chunks)
+    f = np.tile(np.arange(3, dtype=np.int64), 2 * C)
+    rev = np.tile(np.repeat(np.array([False, True]), 3), C)
+    cstart = np.repeat(chunks.start, 6)
+    clen = np.repeat(chunks.length, 6)
+    ncod = np.maximum((clen - f) // 3, 0)
+    # lowest codon start (forward coordinates) of each frame; reverse frames read downwards from the end
+    low = np.where(rev, cstart + clen - f - 3 * ncod, cstart + f)
+    low_c = np.maximum(low, 0)
+    d = cum[low_c % 3, low_c // 3 + ncod] - cum[low_c % 3, low_c // 3]
+    d = np.where(rev, d >> np.uint32(16), d)
+    n_stop = (d & np.uint32(0xFF)).astype(np.int64)
+    n_skip = ((d >> np.uint32(8)) & np.uint32(0xFF)).astype(np.int64)
+    keep = (ncod > n_skip) & (n_stop == 0)
+
+    kf, kr, kn = f[keep], rev[keep], ncod[keep]
+    first = np.where(kr, cstart[keep] + clen[keep] - 3 - kf, low[keep])  # codon order start
+    cpos = np.repeat(first, kn) + np.repeat(np.where(kr, -3, 3), kn) * (
+        np.arange(int(kn.sum()), dtype=np.int64) - np.repeat(_offsets(kn)[:-1], kn))
+    aa = _AA2[np.repeat(kr, kn).astype(np.intp) * 125 + idx[cpos]]
+    real = aa != 0
+    plen = kn - n_skip[keep]
+    prot = aa[real]
+    nlen = np.minimum(1 + 3 * plen, clen[keep] - kf)
+    nstart = np.where(kr, T + (cstart[keep] + clen[keep] - 1 - kf), cstart[keep] + kf)
+    both = np.concatenate((_UPPER[buf], _COMP_UPPER[buf]))
+    nuc = gather(both, nstart, nlen, reverse=kr)
+    fr = np.flatnonzero(keep)
+    chunk_of_frame = fr // 6
+    return FrameBlock(record=chunks.record[chunk_of_frame], chunk=(chunks.k[chunk_of_frame] + 1).astype(np.int32),
+                      frame=(fr % 6).astype(np.int8), nuc=nuc, nuc_off=_offsets(nlen), prot=prot,
+                      prot_off=_offsets(plen))
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing FASTA without a Python loop per record
+# --------------------------------------------------------------------------------------------------
+
+
+def _number_table(max_n: int) -> tuple[np.ndarray, np.ndarray]:
+    text = "".join(str(i) for i in range(max_n + 1)).encode()
+    lens = np.array([len(str(i)) for i in range(max_n + 1)], dtype=np.int64)
+    return np.frombuffer(text, dtype=np.uint8), _offsets(lens)
+
+
+def fasta_bytes(block: RecordBlock, record: np.ndarray, chunk: np.ndarray, frame: np.ndarray | None,
+                seq: np.ndarray, seq_start: np.ndarray, seq_len: np.ndarray) -> bytes:
+    """``>{id}_chunk_{chunk}{label}\\n{seq}\\n`` for each entry (label omitted when ``frame`` is None).
+
+    Sequence i is ``seq[seq_start[i]:seq_start[i] + seq_len[i]]``.
+    """
+    n = len(record)
+    if n == 0:
+        return b""
+    const = np.frombuffer(b">_chunk_\nF1F2F3R1R2R3", dtype=np.uint8)
+    nums, num_off = _number_table(int(chunk.max()))
+    src = np.concatenate((const, nums, block.hbuf, seq))
+    o_ids = len(const) + len(nums)
+    o_seq = o_ids + len(block.hbuf)
+    one = np.ones(n, np.int64)
+    starts = [0 * one, o_ids + block.hdr_start[record], one, len(const) + num_off[:-1][chunk]]
+    lens = [one, block.id_len[record], 7 * one, np.diff(num_off)[chunk]]
+    if frame is not None:
+        starts.append(9 + 2 * frame.astype(np.int64))
+        lens.append(2 * one)
+    starts += [8 * one, o_seq + seq_start, 8 * one]
+    lens += [one, seq_len, one]
+    return gather(src, np.stack(starts, axis=1).ravel(), np.stack(lens, axis=1).ravel()).tobytes()
+
+
+@dataclass
+class PrepareStats:
+    records: int = 0
+    empty_records: int = 0
+    bases: int = 0
+    chunks: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mbp_per_s(self) -> float:
+        return self.bases / 1e6 / self.seconds if self.seconds else float("nan")
+
+
+def check_chunk_size(chunk_size) -> int:
+    if int(chunk_size) not in CHUNK_SIZES:
+        raise VirNucProError(f"--chunk-size must be 300 or 500 (the published models' sizes), not {chunk_size}")
+    return int(chunk_size)
+
+
+def prepare(input_path, chunk_size: int, out_dir, block_bytes: int = DEFAULT_BLOCK_BYTES) -> PrepareStats:
+    """Write ``chunks.fa``, ``identified_nucleotide.fa`` and ``identified_protein.faa`` into ``out_dir``.
+
+    Files are written into a temporary folder beside ``out_dir`` and moved into place at the end, so a
+    failed or killed run leaves nothing half-written in ``out_dir``.
+    """
+    chunk_size = check_chunk_size(chunk_size)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    stats = PrepareStats()
+    t0 = time.perf_counter()
+    try:
+        validator = RecordValidator(input_path)
+        with open(tmp / "chunks.fa", "wb") as f_chunks, open(tmp / "identified_nucleotide.fa", "wb") as f_nuc, \
+                open(tmp / "identified_protein.faa", "wb") as f_prot:
+            for block in iter_record_blocks(input_path, block_bytes, validator):
+                chunks = chunk_block(block, chunk_size)
+                frames = frames_of_chunks(block, chunks)
+                f_chunks.write(fasta_bytes(block, chunks.record, chunks.k + 1, None, block.sbuf, chunks.start,
+                                           chunks.length))
+                f_nuc.write(fasta_bytes(block, frames.record, frames.chunk, frames.frame, frames.nuc,
+                                        frames.nuc_off[:-1], np.diff(frames.nuc_off)))
+                f_prot.write(fasta_bytes(block, frames.record, frames.chunk, frames.frame, frames.prot,
+                                         frames.prot_off[:-1], np.diff(frames.prot_off)))
+                stats.bases += int(block.seq_len.sum())
+                stats.chunks += len(chunks.length)
+                stats.frames += len(frames)
+        stats.records = validator.records
+        stats.empty_records = validator.empty_records
+        stats.seconds = time.perf_counter() - t0
+        if out_dir.exists():
+            for name in ("chunks.fa", "identified_nucleotide.fa", "identified_protein.faa"):
+                os.replace(tmp / name, out_dir / name)
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if stats.empty_records:
+        warnings.warn(f"{input_path}: skipped {stats.empty_records} record(s) of length 0", stacklevel=2)
+    if stats.frames == 0:
+        warnings.warn(f"{input_path}: no chunk has a stop-free frame; the identified files are empty", stacklevel=2)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Reference path: the original algorithm, one codon at a time
+# --------------------------------------------------------------------------------------------------
+
+
+def chunk_sequence_reference(seq: str, chunk_size: int) -> list[str]:
+    """The original's chunking of one sequence (reference doc section 1), written as the doc states it."""
+    L = len(seq)
+    if L == 0:
+        return []
+    n = -(-L // chunk_size)
+    R = n * chunk_size - L
+    q = R // n
+    m = R - q * (n - 1)
+    shifts = [q + 1] * m + [q] * max(0, n - 1 - m) + [0]
+    chunks, start = [], 0
+    for k in range(n):
+        if k:
+            start = k * chunk_size - sum(shifts[:k])
+        chunks.append(seq[start:start + chunk_size])
+    return chunks
+
+
+def translate_reference(seq: str) -> str:
+    """Frame-0 translation of ``seq``; codons outside the 64 standard ones are skipped (the original's quirk)."""
+    return "".join(GENETIC_CODE[seq[i:i + 3]] for i in range(0, len(seq) - 2, 3) if seq[i:i + 3] in GENETIC_CODE)
+
+
+def reverse_complement_reference(seq: str) -> str:
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def frames_reference(chunk: str) -> list[tuple[str, str, str]]:
+    """``(label, nucleotide, protein)`` for each kept frame of one chunk, in F1 F2 F3 R1 R2 R3 order."""
+    S = chunk.upper()
+    out = []
+    for strand, s in (("F", S), ("R", reverse_complement_reference(S))):
+        for f in range(3):
+            protein = translate_reference(s[f:])
+            if protein and "*" not in protein:
+                out.append((f"{strand}{f + 1}", s[f:f + 1 + 3 * len(protein)], protein))
+    return out
+
+
+def prepare_reference(input_path, chunk_size: int) -> tuple[list, list, list]:
+    """The original's outputs as lists of ``(id, sequence)``: chunks, identified nucleotides, proteins.
+
+    Reads FASTA with Biopython as the original does (plain or gzip).
+    """
+    from Bio import SeqIO
+
+    chunks, nucs, prots = [], [], []
+    with open_input(input_path) as raw, io.TextIOWrapper(raw, encoding="ascii", errors="replace") as handle:
+        for record in SeqIO.parse(handle, "fasta"):
+            for k, chunk in enumerate(chunk_sequence_reference(str(record.seq), chunk_size)):
+                cid = f"{record.id}_chunk_{k + 1}"
+                chunks.append((cid, chunk))
+                for label, nuc, prot in frames_reference(chunk):
+                    nucs.append((cid + label, nuc))
+                    prots.append((cid + label, prot))
+    return chunks, nucs, prots
+
+
+def read_fasta_pairs(path) -> list[tuple[str, str]]:
+    """``(id, sequence)`` of every record of a (small) FASTA file, read with Biopython."""
+    from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+    with open_input(path) as raw, io.TextIOWrapper(raw, encoding="ascii", errors="replace") as handle:
+        return [(title.split(None, 1)[0] if title.strip() else "", seq) for title, seq in SimpleFastaParser(handle)]
