@@ -1,0 +1,5 @@
+"""Benchmark infrastructure for ``virnucpro benchmark``.
+
+``workloads`` (seeded read presets), ``timing`` (repetitions, memory, MFU), ``monitor`` (GPU sampling log),
+``schema`` (result JSON and its markdown rendering), ``regression`` (noise-aware comparison with a baseline).
+"""
