@@ -131,7 +131,7 @@ def _cmd_prepare(args):
 
 
 def _cmd_predict(args):
-    from .engine import predict_from_args
+    from .predict import predict_from_args
 
     predict_from_args(args)
 
@@ -157,7 +157,9 @@ def _cmd_benchmark(args):
 def main(argv=None) -> int:
     warnings.showwarning = _show_warning
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s", stream=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         status = args.run(args)
     except VirNucProError as exc:
