@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", help="FASTA file (plain or .gz)")
     s.add_argument("--chunk-size", type=int, required=True, help="300 or 500 (must match the classifier)")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--profile", choices=["auto", "real", "demo"], default="auto",
+    s.add_argument("--profile", choices=["auto", "real", "demo", "random"], default="auto",
                    help="models: real (DNABERT-S, ESM-2 3B, published classifier), demo (small, offline), "
-                        "auto (real when present, else demo with a warning)")
+                        "auto (real when present, else demo with a warning), random (random weights of the "
+                        "real shapes: benchmarks)")
     s.add_argument("--esm", help="ESM-2 directory or Hugging Face id (overrides the profile)")
     s.add_argument("--dnabert", help="DNABERT-S directory or Hugging Face id (overrides the profile)")
     s.add_argument("--classifier", help="classifier .pth or .safetensors (overrides the profile)")
@@ -116,8 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-baseline", default=None, help="write this run as a baseline")
     s.add_argument("--no-reference", action="store_true", help="skip the reference path")
     s.add_argument("--quick", action="store_true", help="fewer repetitions")
-    s.add_argument("--profile", choices=["auto", "real", "demo", "random-real-shape"], default=None,
-                   help="weights: default random weights of the real shapes on GPU, demo on CPU")
+    s.add_argument("--profile", choices=["demo", "random"], default=None,
+                   help="weights (default: random weights of the real shapes on a GPU, demo on a CPU)")
+    s.add_argument("--per-gpu-reads", type=int, default=None,
+                   help="scaling: reads per GPU for the smaller GPU counts (default 65536 on GPUs, all on CPU)")
+    s.add_argument("--chunk-size", type=int, default=300, choices=[300, 500])
     s.set_defaults(run=_cmd_benchmark)
     return p
 

@@ -127,6 +127,23 @@ class FramePipeline:
                 "attention": {"dnabert": self.dnabert.attention_path, "esm": self.esm.attention_path},
                 "load_seconds": round(self.load_seconds, 3)}
 
+    @torch.inference_mode()
+    def warmup(self, sizes=(48, 160)) -> float:
+        """Run small synthetic batches of two sizes through both encoders (compiles what is compiled)."""
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        for n in sizes:
+            lengths = rng.integers(30, 167, size=n)
+            proteins = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=k)) for k in lengths]
+            dna = ["".join(rng.choice(list("ACGT"), size=3 * k + 1)) for k in lengths]
+            idx = np.arange(n)
+            d = _tensors(pack_tokens(self.dnabert.tokenize(dna), idx), self.pin)
+            e = _tensors(pack_tokens(esm_tokenize(proteins), idx), self.pin)
+            self._forward(_move(d, self.device), _move(e, self.device))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
     # ------------------------------------------------------------------------------------ CPU half
 
     def prepare(self, unit: int, records: RecordBlock) -> PreparedUnit:

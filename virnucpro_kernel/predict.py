@@ -160,6 +160,8 @@ def run(args, gpus: int) -> int:
     work = out / ".work"
 
     pipeline = FramePipeline(profile, options)
+    warmup_s = pipeline.warmup() if device.startswith("cuda") else 0.0
+    coord.barrier()  # every rank ready: the compute time starts here
     monitor = None
     if device.startswith("cuda") and info.local_rank == 0:
         from .bench.monitor import GPUMonitor
@@ -207,13 +209,13 @@ def run(args, gpus: int) -> int:
     finally:
         prefetch.close()
         progress.close()
+    log.info("rank %d done: %s", info.rank, own)
+    coord.barrier()  # every rank finished its units: the compute time ends here
     t_compute_end = time.perf_counter()
     gpu_summary = None
     if monitor is not None:
         monitor.stop()
         gpu_summary = monitor.summary()
-    log.info("rank %d done: %s", info.rank, own)
-    coord.barrier()
     if not info.is_main:
         coord.close()
         return 0
@@ -236,7 +238,7 @@ def run(args, gpus: int) -> int:
                      or platform.machine(), "gpus": gpus, "world_size": info.world_size},
         "counts": {"units": n_units, "frames": total_frames, "esm_tokens": counts["esm_tokens"],
                    "dnabert_tokens": counts["dna_tokens"]},
-        "timings": {"load_models_s": pipeline.load_seconds, "compute_s": compute_s,
+        "timings": {"load_models_s": pipeline.load_seconds, "warmup_s": warmup_s, "compute_s": compute_s,
                     "frames_per_s": total_frames / compute_s if compute_s else None,
                     "esm_tokens_per_s": counts["esm_tokens"] / compute_s if compute_s else None,
                     "rank0": own},

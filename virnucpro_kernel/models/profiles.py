@@ -38,6 +38,10 @@ DEMO_WARNING = ("demo profile: small random-weight encoders and a classifier tra
                 "its calls are not biologically meaningful (run `virnucpro models download` for the real models)")
 
 
+RANDOM_WARNING = ("random profile: random weights of the real model shapes, for benchmarks: the compute is real, "
+                  "the calls are meaningless")
+
+
 def models_home() -> Path:
     return Path(os.environ.get("VIRNUCPRO_HOME", Path.home() / ".cache" / "virnucpro")).expanduser()
 
@@ -123,6 +127,19 @@ class Profile:
         from .esm2 import ESM2Encoder
 
         dtype = dtype or torch.float32
+        if self.name == "random":
+            from .classifier import MLPClassifier
+            from .dnabert_s import DNABERTSConfig
+            from .esm2 import ESM2Config
+
+            dnabert = DNABERTSEncoder.from_config(DNABERTSConfig.dnabert_s(), seed=self.seed, device=device,
+                                                  dtype=dtype, attention=attention, compile=compile,
+                                                  tokenizer_path=DATA / "dnabert-s" / "tokenizer.json")
+            esm = ESM2Encoder.from_config(ESM2Config.esm2_t36_3B_UR50D(), seed=self.seed + 1, device=device,
+                                          dtype=dtype, attention=attention, compile=compile)
+            torch.manual_seed(self.seed + 2)
+            clf = MLPClassifier(REAL_FEATURES).to(device).eval()
+            return dnabert, esm, clf
         if self.name == "demo" and self.dnabert is None:
             dcfg, ecfg = demo_configs()
             dnabert = DNABERTSEncoder.from_config(dcfg, seed=self.seed, device=device, dtype=dtype,
@@ -148,6 +165,9 @@ class Profile:
     def describe(self) -> dict:
         """What ``run.json`` records: names, sources and checksums."""
         out = {"name": self.name, "chunk_size": self.chunk_size, "warnings": list(self.warnings)}
+        if self.name == "random":
+            out["source"] = f"random weights of the real shapes (ESM-2 3B, DNABERT-S, MLP), seed {self.seed}"
+            return out
         if self.name == "demo" and self.dnabert is None:
             dcfg, ecfg = demo_configs()
             out["dnabert"] = {"source": f"random weights, seed {self.seed}", "config": vars(dcfg)}
@@ -166,6 +186,8 @@ def resolve_profile(name: str, chunk_size: int, *, esm=None, dnabert=None, class
     """Pick the models for a run. ``auto``: ``real`` when all its files are present, else ``demo`` + warning."""
     if chunk_size not in CLASSIFIER_BLOBS:
         raise VirNucProError(f"--chunk-size must be 300 or 500 (the published models' sizes), not {chunk_size}")
+    if name == "random":
+        return Profile("random", chunk_size, warnings=[RANDOM_WARNING])
     if name in ("real", "auto"):
         d = dnabert or os.environ.get("VIRNUCPRO_DNABERT") or HUB_DNABERT
         e = esm or os.environ.get("VIRNUCPRO_ESM") or HUB_ESM

@@ -1,0 +1,491 @@
+"""``virnucpro benchmark``: every suite measures the optimized path beside a reference (or peer) in one run.
+
+Suites (``--suite``):
+
+* ``prepare``: vectorized chunking + six-frame translation + writing against the per-codon reference path,
+  on the workload's reads (the reference on a subsample): bases/s and their ratio.
+* ``encoders``: ESM-2 3B and DNABERT-S packed forward against transformers' padded ``EsmModel`` (when
+  installed), MFU against a bf16 matrix product measured in the same run, bf16-vs-fp32 error
+  (``bench.encoders``).
+* ``engine``: ``predict``'s pipeline end to end on one device, beside the ESM-2-only throughput of the same
+  build on the same batches (everything else should hide behind it) and the reference path (fp32, one
+  DNABERT-S sequence per call, padded fp32 ESM-2 in batches of 4,096 tokens) on a subsample.
+* ``scaling``: ``virnucpro predict`` on 1, 2, 4... GPUs (one process per GPU under torchrun), the smaller
+  counts on a subsample of ``--per-gpu-reads`` reads per GPU; scaling efficiency = rate(N) / (N * rate(1)).
+* ``equivalence``: the optimized path against the reference path (fp32, reference attention, no packing,
+  no compile), and each optimization switched on alone: relative errors of the features per model and call
+  agreement per frame and per chunk; per-frame errors in ``equivalence_errors.parquet``.
+
+Weights: random weights of the real shapes on a GPU (same compute as the real ones), the demo profile on
+a CPU. Workloads: committed, seeded presets of 150-bp reads (``bench.workloads``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VirNucProError
+from . import regression, schema
+from .timing import LeakCheck, host_peak_rss_gb, measure_matmul_ceiling, memory_stage, mfu, time_repeated
+from .workloads import write_workload
+
+log = logging.getLogger("virnucpro")
+
+SUITES = ("prepare", "encoders", "engine", "equivalence", "scaling")
+PUBLISHED_SAMPLE = {"esm_tokens": 42.75e6, "frames": 794_577}
+REFERENCE_ESM_BATCH_TOKENS = 4096
+
+
+class Context:
+    def __init__(self, args):
+        self.args = args
+        self.cuda = torch.cuda.is_available()
+        self.device = "cuda:0" if self.cuda else "cpu"
+        self.profile_name = args.profile or ("random" if self.cuda else "demo")
+        self.chunk_size = args.chunk_size
+        self.out = Path(args.out)
+        self.work = self.out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.repetitions = 2 if args.quick else 3
+        self.command = "virnucpro " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
+        self._workload = None
+
+    def workload(self) -> tuple[Path, dict]:
+        if self._workload is None:
+            path = self.work / f"reads_{self.args.data_size}.fa"
+            info = write_workload(self.args.data_size, path)
+            info.update(frame_stats(path, self.chunk_size))
+            info.pop("path", None)
+            self._workload = (path, info)
+        return self._workload
+
+    def profile(self):
+        from ..models.profiles import resolve_profile
+
+        return resolve_profile(self.profile_name, self.chunk_size)
+
+    def options(self, **kw):
+        from ..engine import EngineOptions, default_dtype
+
+        base = dict(chunk_size=self.chunk_size, device=self.device, dtype=default_dtype(self.device),
+                    compile=self.cuda)
+        base.update(kw)
+        return EngineOptions(**base)
+
+
+def frame_stats(path, chunk_size) -> dict:
+    """Frames and ESM-2 tokens of a FASTA file (the workload's size in the units that cost GPU time)."""
+    from ..sequences import chunk_block, frames_of_chunks, iter_record_blocks
+
+    frames = tokens = chunks = 0
+    for block in iter_record_blocks(path):
+        c = chunk_block(block, chunk_size)
+        f = frames_of_chunks(block, c)
+        chunks += len(c)
+        frames += len(f)
+        tokens += int(np.diff(f.prot_off).sum()) + 2 * len(f)
+    return {"chunks": chunks, "frames": frames, "tokens": tokens, "esm_tokens": tokens}
+
+
+def subsample_reads(path: Path, n: int, dst: Path) -> Path:
+    """The first ``n`` records of a two-line FASTA file."""
+    with open(path) as src, open(dst, "w") as out:
+        for i, line in enumerate(src):
+            if i >= 2 * n:
+                break
+            out.write(line)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------ prepare
+
+
+def suite_prepare(ctx: Context) -> dict:
+    from ..sequences import prepare, prepare_reference
+
+    path, workload = ctx.workload()
+    result = schema.new_result("prepare", ctx.command, workload=workload)
+    bases = workload["bases"]
+    tmp = Path(tempfile.mkdtemp(dir=ctx.work))
+    timing = time_repeated(lambda: prepare(path, ctx.chunk_size, tmp / "vec"), repetitions=ctx.repetitions,
+                           warmup=1, device="cpu")
+    vec = schema.stage_entry(timing, tokens=bases, sequences=workload["reads"], path="optimized")
+    vec["unit"] = "bases"
+    result["stages"]["prepare_vectorized"] = vec
+    if not ctx.args.no_reference:
+        n_ref = min(workload["reads"], 5000 if ctx.args.quick else 20000)
+        sub = subsample_reads(path, n_ref, tmp / "ref.fa")
+        sub_bases = sum(len(line) - 1 for i, line in enumerate(open(sub)) if i % 2 == 1)
+
+        def reference():
+            chunks, nucs, prots = prepare_reference(sub, ctx.chunk_size)
+            for name, rows in (("c.fa", chunks), ("n.fa", nucs), ("p.faa", prots)):
+                with open(tmp / name, "w") as fh:
+                    fh.writelines(f">{i}\n{s}\n" for i, s in rows)
+
+        t_ref = time_repeated(reference, repetitions=1, warmup=0, device="cpu")
+        ref = schema.stage_entry(t_ref, tokens=sub_bases, sequences=n_ref, path="reference")
+        ref["unit"] = "bases"
+        ref["subsample_reads"] = n_ref
+        result["stages"]["prepare_reference"] = ref
+        result["ratios"] = {"prepare_vectorized_vs_reference": vec["tokens_per_s"] / ref["tokens_per_s"]}
+    result["summary"] = {"vectorized_mbp_per_s": vec["tokens_per_s"] / 1e6}
+    if "prepare_reference" in result["stages"]:
+        result["summary"]["reference_mbp_per_s"] = result["stages"]["prepare_reference"]["tokens_per_s"] / 1e6
+    print(f"prepare: vectorized {vec['tokens_per_s'] / 1e6:.1f} Mbp/s"
+          + (f", reference {result['summary']['reference_mbp_per_s']:.2f} Mbp/s, ratio "
+             f"{result['ratios']['prepare_vectorized_vs_reference']:.1f}x" if "ratios" in result else ""))
+    return result
+
+
+# ------------------------------------------------------------------------------------------ encoders
+
+
+def suite_encoders(ctx: Context) -> dict:
+    from .encoders import run_encoder_benchmark
+
+    raw = run_encoder_benchmark(ctx.device, quick=ctx.args.quick)
+    result = schema.new_result("encoders", ctx.command, workload={
+        "name": "mixed-lengths (performance-anchors): proteins uniform in 30-166 residues",
+        "reads": 0, "frames": raw.get("workload", {}).get("sequences"), "tokens": raw.get("workload", {}).get("tokens")})
+    for name, st in raw.items():
+        if not isinstance(st, dict) or "tokens_per_s" not in st:
+            continue
+        entry = dict(st)
+        entry.setdefault("n_gpus", 1 if ctx.cuda else 0)
+        entry.setdefault("path", "peer" if "transformers" in name else ("reference" if "fp32" in name else "optimized"))
+        result["stages"][name] = entry
+    result["ratios"] = raw.get("ratios", {})
+    result["relative_error"] = raw.get("relative_error", {})
+    for key in ("ceiling_tflops", "workload", "notes"):
+        if key in raw:
+            result[key] = raw[key]
+    return result
+
+
+# ------------------------------------------------------------------------------------------ engine
+
+
+def _prepared_units(pipeline, path, unit_records=4096):
+    from ..distributed import iter_units
+    from ..sequences import RecordValidator
+
+    return [pipeline.prepare(u, r) for u, r in iter_units(path, unit_records, RecordValidator(path))]
+
+
+def _run_stream(pipeline, path, unit_records=4096):
+    """The predict loop without the files: prefetch thread preparing units while the device runs them."""
+    from ..distributed import iter_units
+    from ..engine import Prefetcher
+    from ..sequences import RecordValidator
+
+    def produce():
+        for u, r in iter_units(path, unit_records, RecordValidator(path)):
+            yield pipeline.prepare(u, r)
+
+    results = [pipeline.run(p) for p in Prefetcher(produce)]
+    return results
+
+
+def reference_features(profile, path, chunk_size, device, max_frames=None):
+    """The reference path: fp32, DNABERT-S one sequence per forward, ESM-2 padded (reference attention) in
+    length-sorted batches of at most 4,096 tokens, as the original runs them. Returns (features, tokens)."""
+    from ..batching import pack_by_tokens, pack_tokens
+    from ..models.esm2 import tokenize as esm_tokenize
+    from ..sequences import chunk_block, frames_of_chunks, iter_record_blocks
+
+    dnabert, esm, _ = profile.load(device=device, dtype=torch.float32, attention="reference", compile=False)
+    nucs, prots = [], []
+    for block in iter_record_blocks(path):
+        f = frames_of_chunks(block, chunk_block(block, chunk_size))
+        nucs += f.nucleotides()
+        prots += f.proteins()
+        if max_frames and len(nucs) >= max_frames:
+            break
+    if max_frames:
+        nucs, prots = nucs[:max_frames], prots[:max_frames]
+    dna_tok = dnabert.tokenize(nucs)
+    esm_tok = esm_tokenize(prots)
+
+    def run():
+        d = [dnabert.forward_packed(*pack_tokens(dna_tok, [i]).to(device)) for i in range(len(dna_tok))]
+        batches = pack_by_tokens([len(t) for t in esm_tok], REFERENCE_ESM_BATCH_TOKENS)
+        e = torch.empty(len(esm_tok), esm.config.hidden_size, device=device)
+        for b in batches:
+            e[torch.as_tensor(b, device=device)] = esm.forward_packed(*pack_tokens(esm_tok, b).to(device))
+        return torch.cat([torch.cat(d), e], dim=1)
+
+    return run, sum(len(t) for t in esm_tok), len(esm_tok)
+
+
+def suite_engine(ctx: Context) -> dict:
+    from ..engine import FramePipeline
+    from .monitor import GPUMonitor
+
+    path, workload = ctx.workload()
+    result = schema.new_result("engine", ctx.command, workload=workload)
+    profile = ctx.profile()
+    leak = LeakCheck(ctx.device).start()
+    pipeline = FramePipeline(profile, ctx.options())
+    warm = pipeline.warmup() if ctx.cuda else 0.0
+    ceiling = measure_matmul_ceiling(ctx.device) if ctx.cuda else None
+    flops = pipeline.esm.flops_per_token + pipeline.dnabert.flops_per_token * 0.7  # ~0.7 DNABERT tokens / ESM token
+    tokens, frames = workload["tokens"], workload["frames"]
+    log_dir = ctx.out / "logs"
+    with GPUMonitor(log_dir) as monitor, memory_stage(ctx.device) as mem:
+        t = time_repeated(lambda: _run_stream(pipeline, path), repetitions=ctx.repetitions, warmup=0,
+                          device=ctx.device, clock="wall")
+    result["gpu_monitor"] = monitor.summary()
+    e2e = schema.stage_entry(t, tokens=tokens, sequences=frames, n_gpus=1, path="optimized", memory=mem,
+                             flops_per_token=flops, ceiling_tflops=ceiling)
+    result["stages"]["end_to_end"] = e2e
+    # ESM-2 alone on the same batches, already prepared and on the host: the ceiling the pipeline should reach
+    prepared = _prepared_units(pipeline, path)
+    esm_batches = [b[2] for p in prepared for b in p.batches]
+
+    def esm_only():
+        for ids, cu, m in esm_batches:
+            pipeline.esm.forward_packed(ids.to(pipeline.device, non_blocking=True),
+                                        cu.to(pipeline.device, non_blocking=True), m)
+
+    with memory_stage(ctx.device) as mem2:
+        t2 = time_repeated(esm_only, repetitions=ctx.repetitions, warmup=1, device=ctx.device, clock="wall")
+    result["stages"]["esm2_only"] = schema.stage_entry(t2, tokens=tokens, sequences=frames, path="optimized",
+                                                       memory=mem2, flops_per_token=pipeline.esm.flops_per_token,
+                                                       ceiling_tflops=ceiling)
+    ratios = {"end_to_end_vs_esm2_only": e2e["tokens_per_s"] / result["stages"]["esm2_only"]["tokens_per_s"]}
+    del pipeline, prepared, esm_batches
+    if not ctx.args.no_reference:
+        n_ref = min(frames, 300 if ctx.args.quick else (2000 if ctx.cuda else 400))
+        run, ref_tokens, ref_frames = reference_features(profile, path, ctx.chunk_size, ctx.device, max_frames=n_ref)
+        with memory_stage(ctx.device) as mem3:
+            t3 = time_repeated(run, repetitions=1, warmup=0, device=ctx.device, clock="wall")
+        ref = schema.stage_entry(t3, tokens=ref_tokens, sequences=ref_frames, path="reference", memory=mem3,
+                                 flops_per_token=flops, ceiling_tflops=ceiling)
+        ref["subsample_frames"] = ref_frames
+        result["stages"]["reference_fp32"] = ref
+        ratios["end_to_end_vs_reference"] = e2e["tokens_per_s"] / ref["tokens_per_s"]
+        del run
+    result["ratios"] = ratios
+    if ctx.cuda:
+        torch.cuda.empty_cache()
+    leak.stop()
+    result["memory"] = {**leak.as_dict(), "host_peak_rss_gb": host_peak_rss_gb()}
+    result["summary"] = {"warmup_s": warm, **_projection(e2e["tokens_per_s"], 1)}
+    return result
+
+
+def _projection(tokens_per_s, n_gpus) -> dict:
+    if not tokens_per_s:
+        return {}
+    minutes = PUBLISHED_SAMPLE["esm_tokens"] / tokens_per_s / 60
+    return {f"published_sample_minutes_{n_gpus}gpu": minutes}
+
+
+# ------------------------------------------------------------------------------------------ scaling
+
+
+def suite_scaling(ctx: Context) -> dict:
+    path, workload = ctx.workload()
+    counts = [int(c) for c in (ctx.args.gpu_counts or ("1" if not ctx.cuda else str(torch.cuda.device_count()))).split(",")]
+    available = torch.cuda.device_count() if ctx.cuda else os.cpu_count() or 1
+    if max(counts) > available:
+        raise VirNucProError(f"--gpu-counts {max(counts)}: only {available} {'GPUs' if ctx.cuda else 'CPUs'} here")
+    per_gpu = ctx.args.per_gpu_reads or (65536 if ctx.cuda else workload["reads"])
+    previous = ctx.out / "scaling.json"
+    result = schema.new_result("scaling", ctx.command, workload=workload)
+    if previous.exists():  # results accumulate per GPU count across calls (same commit and workload)
+        old = json.loads(previous.read_text())
+        if old.get("git_commit") == result["git_commit"] and old.get("workload", {}).get("sha256") == workload.get("sha256"):
+            result["stages"].update({k: v for k, v in old.get("stages", {}).items()
+                                     if v.get("n_gpus") not in counts})
+            result["gpu_monitor"] = old.get("gpu_monitor")
+    unit_records = 1024 if ctx.cuda else 4
+    for n in counts:
+        reads = min(workload["reads"], n * per_gpu) if n < max(counts) else workload["reads"]
+        src = path if reads == workload["reads"] else subsample_reads(path, reads, ctx.work / f"reads_{n}gpu.fa")
+        sub = workload if src == path else frame_stats(src, ctx.chunk_size)
+        run_dir = ctx.work / f"run_{n}"
+        cmd = [sys.executable, "-m", "virnucpro_kernel", "predict", str(src), "--chunk-size", str(ctx.chunk_size),
+               "--out", str(run_dir), "--profile", ctx.profile_name, "--quiet", "--unit-records", str(unit_records),
+               "--log-dir", str(ctx.out / "logs" / f"{n}gpu")]
+        env = dict(os.environ)
+        if ctx.cuda:
+            cmd += ["--gpus", str(n)]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n))
+        else:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+                   *cmd[1:], "--gpus", "0"]
+        log.info("scaling: %d %s on %d reads: %s", n, "GPU(s)" if ctx.cuda else "process(es)", reads, " ".join(cmd))
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise VirNucProError(f"scaling run on {n} GPU(s) failed: {proc.stderr.strip().splitlines()[-1:]}")
+        run = json.loads((run_dir / "run.json").read_text())
+        seconds = run["timings"]["compute_s"]
+        stage = schema.stage_entry({"seconds": seconds}, tokens=run["counts"]["esm_tokens"],
+                                   sequences=run["counts"]["frames"], n_gpus=n, path="optimized",
+                                   flops_per_token=5.66e9 if ctx.profile_name == "random" else None,
+                                   ceiling_tflops=790.0 if ctx.cuda else None)
+        stage.update(reads=reads, wall_seconds=wall, load_models_s=run["timings"]["load_models_s"],
+                     warmup_s=run["timings"].get("warmup_s"), esm_tokens=run["counts"]["esm_tokens"])
+        if run.get("gpu_monitor"):
+            stage["gpu_busy_fraction"] = run["gpu_monitor"].get("busy_fraction")
+            stage["gpu_log"] = run["gpu_monitor"].get("log")
+            result["gpu_monitor"] = run["gpu_monitor"]
+        result["stages"][f"engine_{n}gpu"] = stage
+        print(f"scaling: {n} {'GPU' if ctx.cuda else 'process'}(s): {stage['tokens_per_s']:,.0f} ESM-2 tok/s over "
+              f"{reads} reads ({seconds:.1f} s compute, {wall:.1f} s wall)")
+    by_n = {v["n_gpus"]: v for v in result["stages"].values()}
+    if 1 in by_n:
+        base = by_n[1]["tokens_per_s"]
+        result["scaling_efficiency"] = {str(n): v["tokens_per_s"] / (n * base) for n, v in sorted(by_n.items())}
+    result["summary"] = {k: v for n, st in sorted(by_n.items()) for k, v in _projection(st["tokens_per_s"], n).items()}
+    result["notes"] = [f"MFU counts ESM-2 FLOPs only (5.66 GFLOP/token) against 790 TFLOP/s per GPU"
+                       if ctx.cuda else "CPU processes: scaling of the process topology, not of GPUs",
+                       f"smaller GPU counts run on the first {per_gpu} reads per GPU; the largest on the whole workload"]
+    return result
+
+
+# ------------------------------------------------------------------------------------------ equivalence
+
+
+def _features_and_probs(profile, path, options):
+    from ..engine import FramePipeline
+
+    pipeline = FramePipeline(profile, options)
+    results = _run_stream(pipeline, path)
+    feats = np.concatenate([r.features for r in results if r.features is not None])
+    probs = np.concatenate([r.probs for r in results])
+    frames = [(r.records.record_index[r.frames.record], r.frames.chunk) for r in results if len(r.frames)]
+    chunk_key = np.concatenate([rec * 100000 + ch for rec, ch in frames])
+    return feats, probs, chunk_key, pipeline.dnabert.config.hidden_size
+
+
+def _compare(ref, var, d_hidden):
+    f_ref, p_ref, key = ref[0], ref[1], ref[2]
+    f_var, p_var = var[0], var[1]
+
+    def rel(a, b):
+        return float(np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-30))
+
+    per_frame = {
+        "dnabert": np.linalg.norm(f_var[:, :d_hidden] - f_ref[:, :d_hidden], axis=1)
+        / np.maximum(np.linalg.norm(f_ref[:, :d_hidden], axis=1), 1e-30),
+        "esm2": np.linalg.norm(f_var[:, d_hidden:] - f_ref[:, d_hidden:], axis=1)
+        / np.maximum(np.linalg.norm(f_ref[:, d_hidden:], axis=1), 1e-30)}
+    agree_frame = float(np.mean(p_var.argmax(1) == p_ref.argmax(1)))
+
+    def chunk_calls(p):
+        order = np.argsort(key, kind="stable")
+        k = key[order]
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        return np.maximum.reduceat(p[order, 1], starts) >= np.maximum.reduceat(p[order, 0], starts)
+
+    agree_chunk = float(np.mean(chunk_calls(p_var) == chunk_calls(p_ref)))
+    return ({"dnabert": rel(f_var[:, :d_hidden], f_ref[:, :d_hidden]), "esm2": rel(f_var[:, d_hidden:], f_ref[:, d_hidden:]),
+             "features": rel(f_var, f_ref), "probs": rel(p_var, p_ref)}, agree_frame, agree_chunk, per_frame)
+
+
+def suite_equivalence(ctx: Context) -> dict:
+    import pandas as pd
+
+    path, workload = ctx.workload()
+    result = schema.new_result("equivalence", ctx.command, workload=workload)
+    profile = ctx.profile()
+    from ..engine import default_dtype
+
+    fast_dtype = default_dtype(ctx.device)
+    reference = dict(dtype="fp32", attention="reference", packing=False, compile=False, save_features=True)
+    variants = {
+        "optimized": dict(dtype=fast_dtype, attention="auto", packing=True, compile=ctx.cuda, save_features=True),
+        "packing_only": {**reference, "attention": "auto", "packing": True},
+        "attention_varlen_only": {**reference, "attention": "varlen", "packing": True},
+    }
+    if ctx.cuda:
+        variants["bf16_only"] = {**reference, "dtype": "bf16"}
+        variants["compile_only"] = {**reference, "compile": True}
+    t0 = time.perf_counter()
+    ref = _features_and_probs(profile, path, ctx.options(**reference))
+    t_ref = time.perf_counter() - t0
+    result["stages"]["reference_fp32"] = schema.stage_entry({"seconds": t_ref}, tokens=workload["tokens"],
+                                                            sequences=workload["frames"], path="reference")
+    switches, rows = {}, []
+    for name, opts in variants.items():
+        t0 = time.perf_counter()
+        var = _features_and_probs(profile, path, ctx.options(**opts))
+        dt = time.perf_counter() - t0
+        errors, agree_f, agree_c, per_frame = _compare(ref, var, ref[3])
+        switches[name] = {"options": opts, "relative_error": errors, "call_agreement_frame": agree_f,
+                          "call_agreement_chunk": agree_c, "seconds": dt}
+        result["stages"][name] = schema.stage_entry({"seconds": dt}, tokens=workload["tokens"],
+                                                    sequences=workload["frames"], path="optimized")
+        for model, errs in per_frame.items():
+            rows.append(pd.DataFrame({"variant": name, "model": model, "frame_index": np.arange(len(errs)),
+                                      "relative_error": errs}))
+        print(f"equivalence {name}: features rel. error {errors['features']:.2e} (DNABERT-S {errors['dnabert']:.2e}, "
+              f"ESM-2 {errors['esm2']:.2e}); calls agree on {agree_f:.2%} of frames, {agree_c:.2%} of chunks")
+    opt = switches["optimized"]
+    result["relative_error"] = opt["relative_error"]
+    result["call_agreement"] = opt["call_agreement_frame"]
+    result["call_agreement_chunk"] = opt["call_agreement_chunk"]
+    result["switches"] = switches
+    result["ratios"] = {"optimized_vs_reference_speed": t_ref / opt["seconds"]}
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    pd.concat(rows).to_parquet(ctx.out / "equivalence_errors.parquet", index=False)
+    result["notes"] = [f"reference: fp32, reference attention, padded, no compile; optimized: {fast_dtype}, "
+                       "auto attention, packed" + (", compiled" if ctx.cuda else ""),
+                       f"weights: {ctx.profile_name} profile"]
+    return result
+
+
+RUNNERS = {"prepare": suite_prepare, "encoders": suite_encoders, "engine": suite_engine,
+           "equivalence": suite_equivalence, "scaling": suite_scaling}
+
+
+def benchmark_from_args(args) -> int:
+    ctx = Context(args)
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    status = 0
+    for suite in suites:
+        result = RUNNERS[suite](ctx)
+        if getattr(ctx, "profile_name", None) in ("demo", "random"):
+            from ..models.profiles import DEMO_WARNING, RANDOM_WARNING
+
+            result["warnings"].append(DEMO_WARNING if ctx.profile_name == "demo" else RANDOM_WARNING)
+        if args.compare_to:
+            baseline_path = Path(args.compare_to)
+            if baseline_path.is_dir():
+                baseline_path = baseline_path / f"{suite}.json"
+            if baseline_path.exists():
+                baseline = regression.load_baseline(baseline_path)
+                rows = regression.compare(result, baseline)
+                notes = regression.comparability_warnings(result, baseline)
+                print(regression.format_table(rows, notes=notes))
+                result["comparison"] = regression.comparison_record(rows, baseline_path, notes=notes)
+                if regression.has_regression(rows):
+                    status = 1
+            else:
+                print(f"no baseline for suite {suite} at {baseline_path}: nothing to compare")
+        json_path, md_path = schema.write_result(result, ctx.out)
+        print(f"wrote {json_path} and {md_path}")
+        if args.save_baseline:
+            dst = Path(args.save_baseline)
+            if args.suite == "all" or dst.suffix != ".json":
+                dst.mkdir(parents=True, exist_ok=True)
+                dst = dst / f"{suite}.json"
+            regression.save_baseline(result, dst)
+            print(f"saved baseline {dst}")
+    return status
