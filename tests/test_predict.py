@@ -1,0 +1,204 @@
+"""``virnucpro predict`` end to end on the CPU: outputs, 1 vs 2 processes, kill and resume, a second node."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import EXAMPLES, ROOT, run_cli
+from virnucpro_kernel.outputs import read_frames_parquet
+
+INPUT = EXAMPLES / "viralverify_test.fa"
+
+
+def _frames(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "prediction_results.txt", sep="\t", dtype={"score1": str, "score2": str})
+
+
+def _assert_same_frames(a: Path, b: Path, tol=1e-4):
+    fa, fb = _frames(a), _frames(b)
+    assert fa["Sequence_ID"].tolist() == fb["Sequence_ID"].tolist()
+    d = np.abs(fa["score2"].astype(float).to_numpy() - fb["score2"].astype(float).to_numpy())
+    assert d.max() <= tol
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "out"
+    r = run_cli("predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+                "--unit-records", "2", "--quiet", "--save-features")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_outputs_present_and_consistent(single_run):
+    out = single_run
+    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "sequences.tsv", "viral.fa",
+                 "frames.parquet", "run.json"):
+        assert (out / name).is_file(), name
+    assert not (out / ".work").exists(), "work units are removed after a finished run"
+    assert list((out / "logs").glob("predict_*.log"))
+    seqs = pd.read_csv(out / "sequences.tsv", sep="\t")
+    assert seqs["sequence_id"].tolist() == ["NC_045512.2", "NC_001416.1", "NZ_CP021331.1", "CP045262.1",
+                                            "NC_000913.3:1-30000"]
+    frames = _frames(out)
+    # the same frames, in the same order, as prepare (and so the original) selects them
+    r = run_cli("prepare", INPUT, "--chunk-size", "300", "--out", out.parent / "prep")
+    assert r.returncode == 0
+    ids = [line[1:].strip() for line in open(out.parent / "prep" / "identified_protein.faa") if line.startswith(">")]
+    assert frames["Sequence_ID"].tolist() == ids
+    assert seqs["frames"].sum() == len(frames)
+    run = json.loads((out / "run.json").read_text())
+    assert run["profile"]["name"] == "demo" and run["warnings"], "the demo warning is recorded"
+    assert run["counts"]["frames"] == len(frames)
+    table, features = read_frames_parquet(out / "frames.parquet")
+    assert features.shape == (len(frames), 160) and np.isfinite(features).all()
+    viral = [line[1:].split()[0] for line in open(out / "viral.fa") if line.startswith(">")]
+    assert viral == seqs.loc[seqs["call"] == "virus", "sequence_id"].tolist()
+
+
+def test_units_do_not_change_results(single_run, tmp_path):
+    out = tmp_path / "out"
+    r = run_cli("predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+                "--unit-records", "4096", "--token-budget", "1000", "--quiet")
+    assert r.returncode == 0, r.stderr
+    _assert_same_frames(single_run, out)
+
+
+def _torchrun(args, nproc=2, extra=(), env=None, **kw):
+    cmd = [sys.executable, "-m", "torch.distributed.run", *extra, f"--nproc-per-node={nproc}", "-m",
+           "virnucpro_kernel", *map(str, args)]
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.distributed
+def test_two_processes_give_the_same_frames(single_run, tmp_path):
+    out = tmp_path / "out2"
+    p = _torchrun(["predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+                   "--unit-records", "1", "--quiet"], extra=["--standalone"])
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr
+    _assert_same_frames(single_run, out)
+    assert (out / "sequences.tsv").read_text() .splitlines()[0].startswith("sequence_id")
+    run = json.loads((out / "run.json").read_text())
+    assert run["parameters"]["world_size"] == 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.distributed
+def test_second_node_on_localhost_joins(single_run, tmp_path):
+    out = tmp_path / "out_nodes"
+    port = _free_port()
+    args = ["predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+            "--unit-records", "1", "--quiet"]
+    nodes = [_torchrun(args, nproc=1, extra=["--nnodes=2", f"--node-rank={r}", "--master-addr=127.0.0.1",
+                                             f"--master-port={port}"]) for r in (0, 1)]
+    results = [n.communicate(timeout=300) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], results[0][1] + results[1][1]
+    _assert_same_frames(single_run, out)
+    logs = "".join(p.read_text() for p in (out / "logs").glob("predict_*.log"))
+    assert "rank1" in logs and "rank0" in logs, "both nodes worked on the run"
+
+
+@pytest.mark.distributed
+def test_kill_and_resume_with_other_process_count(single_run, tmp_path):
+    out = tmp_path / "out_kill"
+    args = ["predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+            "--unit-records", "1", "--token-budget", "1", "--quiet"]
+    p = subprocess.Popen([sys.executable, "-m", "virnucpro_kernel", *map(str, args)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    units = out / ".work" / "units"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(units.glob("unit_*.npz"))) < 2:
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    done_before = sorted(x.name for x in units.glob("unit_*.npz"))
+    assert 2 <= len(done_before) < 5, "killed in the middle of the run"
+    assert not (out / "run.json").exists()
+    # resume with two processes and another token budget: only the missing units are computed
+    q = _torchrun([*args[:-3], "--token-budget", "5000", "--quiet", "--resume"], extra=["--standalone"])
+    _, stderr = q.communicate(timeout=300)
+    assert q.returncode == 0, stderr
+    _assert_same_frames(single_run, out)
+    logs = "".join(x.read_text() for x in (out / "logs").glob("predict_*.log"))
+    assert f"resuming: {len(done_before)} finished unit(s) kept" in logs
+    computed = [line for line in logs.splitlines() if " unit " in line and "records" in line]
+    assert len(computed) <= 5 - len(done_before) + 0 + len(done_before)  # first run's lines + the rest
+    resumed_units = {int(line.split(" unit ")[1].split(":")[0]) for line in logs.splitlines()[-200:]
+                     if "rank" in line and " unit " in line}
+    assert resumed_units >= set(range(5)) - {int(n[5:13]) for n in done_before}
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    out = tmp_path / "o"
+    work = out / ".work" / "units"
+    work.mkdir(parents=True)
+    (out / ".work" / "manifest.json").write_text(json.dumps({"chunk_size": 500}))
+    r = run_cli("predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+                "--resume", "--quiet")
+    assert r.returncode == 2
+    assert "cannot resume" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_bad_input_leaves_nothing(tmp_path):
+    bad = tmp_path / "dup.fa"
+    bad.write_text(">a\nACGTACGTAC\n>a\nACGTAAAAAA\n")
+    out = tmp_path / "out"
+    r = run_cli("predict", bad, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("virnucpro: error:")
+    assert "'a'" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_auto_profile_falls_back_to_demo_with_warning(tmp_path):
+    out = tmp_path / "out"
+    r = run_cli("predict", EXAMPLES / "jaeger_short.fa", "--chunk-size", "300", "--out", out, "--gpus", "0",
+                "--quiet", env={"VIRNUCPRO_HOME": str(tmp_path / "nothing"), "HF_HUB_OFFLINE": "1",
+                                "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 0, r.stderr
+    assert "demo profile" in r.stderr
+    assert json.loads((out / "run.json").read_text())["profile"]["name"] == "demo"
+
+
+def test_oom_batches_are_split_and_retried(caplog):
+    """A batch that runs out of GPU memory is split in two and retried (the OOM is injected: no GPU here)."""
+    import torch
+
+    from virnucpro_kernel.engine import EngineOptions, FramePipeline
+    from virnucpro_kernel.models.profiles import resolve_profile
+    from virnucpro_kernel.sequences import RecordBlock, iter_record_blocks
+
+    pipe = FramePipeline(resolve_profile("demo", 300), EngineOptions(chunk_size=300))
+    records = RecordBlock.concat(list(iter_record_blocks(EXAMPLES / "refseq_viral_frames_298bp.fa")))
+    prepared = pipe.prepare(0, records)
+    assert len(prepared.frames) > 2
+    expected = pipe.run(prepared).probs
+    real_forward = pipe._forward
+
+    def limited(dna, esm):
+        if dna[1].numel() - 1 > 1:
+            raise torch.cuda.OutOfMemoryError("injected")
+        return real_forward(dna, esm)
+
+    pipe._forward = limited
+    with caplog.at_level("WARNING", logger="virnucpro"):
+        got = pipe.run(prepared)
+    assert got.oom_splits >= 1
+    assert "ran out of GPU memory" in caplog.text
+    np.testing.assert_allclose(got.probs, expected, atol=1e-5)
