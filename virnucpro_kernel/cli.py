@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights (default: random weights of the real shapes on a GPU, demo on a CPU)")
     s.add_argument("--per-gpu-reads", type=int, default=None,
                    help="scaling: reads per GPU for the smaller GPU counts (default 65536 on GPUs, all on CPU)")
+    s.add_argument("--max-reads", type=int, default=None,
+                   help="use only the first N reads of the --data-size preset")
     s.add_argument("--chunk-size", type=int, default=300, choices=[300, 500])
     s.set_defaults(run=_cmd_benchmark)
     return p

@@ -22,6 +22,7 @@ a CPU. Workloads: committed, seeded presets of 150-bp reads (``bench.workloads``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -65,6 +66,11 @@ class Context:
         if self._workload is None:
             path = self.work / f"reads_{self.args.data_size}.fa"
             info = write_workload(self.args.data_size, path)
+            cap = getattr(self.args, "max_reads", None)
+            if cap and cap < info["reads"]:
+                path = subsample_reads(path, cap, self.work / f"reads_{self.args.data_size}_first{cap}.fa")
+                info.update(reads=cap, bases=cap * info["read_length"], subsample=f"first {cap} reads",
+                            sha256=hashlib.sha256(path.read_bytes()).hexdigest())
             info.update(frame_stats(path, self.chunk_size))
             info.pop("path", None)
             self._workload = (path, info)
