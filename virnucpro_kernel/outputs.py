@@ -1,0 +1,613 @@
+"""Output files of ``predict``: the original's two tables, per-sequence calls, FASTA, parquet, run.json.
+
+What goes in (made by the engine):
+
+- ``frames``: one row per kept frame, in input order (record, chunk, then F1 F2 F3 R1 R2 R3), columns
+  ``record_index`` (int64), ``sequence_id`` (str), ``chunk`` (int32, 1-based), ``frame`` (``F1``..``R3``),
+  ``p_others`` and ``p_virus`` (float32). Optional ``features``: float32 array (n_frames, D).
+- ``records``: one row per input record of length > 0, in input order: ``record_index``, ``sequence_id``,
+  ``length``, ``chunks`` (number of chunks cut, kept frames or not).
+
+What comes out (reference doc section 5 and interface.md, "Outputs of predict"):
+
+- ``prediction_results.txt``: header ``Sequence_ID	Prediction	score1	score2``, one row per frame in input
+  order; ``Prediction`` is the argmax label (``virus`` only when P(virus) > P(others): a tie goes to index 0,
+  ``others``, as ``torch.max`` does); scores written as ``str(numpy.float32(x))`` writes them.
+- ``prediction_results_highestscore.csv`` (tab-separated despite its name): header ``Modified_ID	Is_Virus``,
+  one row per chunk ID, sorted as plain strings (``x_chunk_10`` before ``x_chunk_2``), ``True``/``False``.
+  The original groups by the chunk ID string, so two records with the same ID share their chunk rows; so
+  does this. The original compares the maxima after reading the scores back from its text file; the
+  shortest round-trip decimal of a float32 is monotone in the value, so comparing the float32 values gives
+  the same answer.
+- ``sequences.tsv``: per input record: ``sequence_id, length, chunks, chunks_with_frames, frames, score,
+  viral_chunk_fraction, call`` (see :func:`sequence_calls`); scores in float64, written with Python's
+  ``repr`` (round-trips exactly), empty when there is no frame.
+- ``viral.fa``: records called ``virus``, header as in the input, sequence wrapped at 60 letters a line.
+- ``frames.parquet``: per-frame table (see :func:`write_frames_parquet`).
+- ``run.json``: what the caller passes, plus output counts; numpy values made plain JSON.
+
+Every file is written through :func:`atomic_path`: a temporary file in the same directory, then
+``os.replace``, so a killed run never leaves a half-written output under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import secrets
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+PREDICTION_RESULTS = "prediction_results.txt"
+HIGHESTSCORE = "prediction_results_highestscore.csv"
+SEQUENCES_TSV = "sequences.tsv"
+VIRAL_FASTA = "viral.fa"
+FRAMES_PARQUET = "frames.parquet"
+RUN_JSON = "run.json"
+
+FRAME_COLUMNS = ("record_index", "sequence_id", "chunk", "frame", "p_others", "p_virus")
+SEQUENCE_COLUMNS = (
+    "sequence_id", "length", "chunks", "chunks_with_frames", "frames", "score", "viral_chunk_fraction", "call",
+)
+FRAME_NAMES = ("F1", "F2", "F3", "R1", "R2", "R3")
+FASTA_LINE_WIDTH = 60
+
+
+def _text(s: str) -> pa.Scalar:
+    """An Arrow large_string scalar (Arrow string kernels want one string type throughout)."""
+    return pa.scalar(s, pa.large_string())
+
+
+_VIRUS, _OTHERS = _text("virus"), _text("others")
+_TRUE_LINE, _FALSE_LINE = _text("True\n"), _text("False\n")
+_ROWS_PER_BLOCK = 1 << 20  # frames formatted and written at a time: bounds memory on large runs
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success flush it to disk and ``os.replace`` it onto
+    ``path``; on an exception remove it. For writers that want a file name (pyarrow, pandas)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL with mode 0o666: the umask applies as for a normal open(), unlike tempfile's 0o600.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
+    """``open(path, mode)`` that only appears under ``path`` once the block finished without error."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not a write mode")
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
+        kwargs.setdefault("newline", "\n")
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
+
+
+# --------------------------------------------------------------------------------------------------
+# Float formatting: str(numpy.float32(x)), vectorized
+# --------------------------------------------------------------------------------------------------
+
+def format_float32(values) -> pa.LargeStringArray:
+    """Each value as ``str(numpy.float32(x))`` writes it, as an Arrow large_string array.
+
+    Arrow's float32 -> string cast gives the same shortest round-trip digits as numpy (both pick the
+    shortest decimal that reads back to the same float32, the closest one on ties) but lays them out
+    differently; the layout is fixed up here for the ranges where that is simple:
+
+    - ``1e-4 <= |x| < 1e6`` (numpy: positional): Arrow is positional too; integers get ``.0`` appended;
+    - ``0 < |x| < 1e-4`` (numpy: scientific): see :func:`_numpy_scientific`;
+    - zero: ``0.0`` / ``-0.0``.
+
+    Everything else (``|x| >= 1e6``, nan, inf: never a probability) goes through ``str`` one by one.
+    ``tests/test_outputs.py`` holds this against ``str(numpy.float32(x))`` on random bit patterns.
+    """
+    a = np.ascontiguousarray(values, dtype=np.float32).ravel()
+    out = pc.cast(pa.array(a), pa.large_string())
+    if a.size == 0:
+        return out
+    with np.errstate(invalid="ignore"):  # nan compares False everywhere: it takes the slow path
+        mag = np.abs(a.astype(np.float64))
+        positional = (mag >= 1e-4) & (mag < 1e6)
+        scientific = (mag < 1e-4) & (mag > 0)
+        zero = mag == 0
+        integral = positional & (a == np.floor(a))
+    slow = ~(positional | scientific | zero)  # nan, inf, |x| >= 1e6
+
+    fixes = []  # (mask, new text for the masked values, in order)
+    if integral.any():
+        fixes.append((integral, pc.binary_join_element_wise(out.filter(integral), _text(".0"), _text(""))))
+    if scientific.any():
+        fixes.append((scientific, _numpy_scientific(out.filter(scientific))))
+    if zero.any():
+        fixes.append((zero, pa.array(np.where(np.signbit(a[zero]), "-0.0", "0.0"), type=pa.large_string())))
+    if slow.any():
+        fixes.append((slow, pa.array([str(v) for v in a[slow]], type=pa.large_string())))
+    if not fixes:
+        return out
+    fixed = np.zeros(a.size, dtype=bool)
+    where = np.zeros(a.size, dtype=np.int64)
+    start = 0
+    for mask, text in fixes:  # the masks do not overlap
+        fixed |= mask
+        where[mask] = np.arange(start, start + len(text))
+        start += len(text)
+    replacement = pa.concat_arrays([text for _, text in fixes])
+    return pc.if_else(pa.array(fixed), replacement.take(pa.array(where)), out)
+
+
+def _numpy_scientific(text: pa.Array) -> pa.Array:
+    """Arrow's text of values 0 < |x| < 1e-4 in numpy's scientific layout.
+
+    Arrow writes ``5.9604645e-8`` below 1e-6, where numpy pads the exponent to two digits
+    (``5.9604645e-08``), and positional ``0.0000123`` / ``0.000001`` above, where numpy writes ``1.23e-05``
+    / ``1e-06``. The exponent of a positional text is read from its count of zeros, not from the value:
+    the shortest digits can round up across a power of ten (float32(1e-4) < 1e-4 is ``0.0001`` in Arrow,
+    ``1e-04`` in numpy).
+    """
+    # One-digit exponents: float32 goes down to e-45, so "e-6".."e-9" never start a two-digit exponent.
+    for digit in "6789":
+        text = pc.replace_substring(text, f"e-{digit}", f"e-0{digit}")
+    parts = pc.extract_regex(text, r"^(?P<sign>-?)0\.(?P<zeros>0{3,5})(?P<lead>[1-9])(?P<rest>\d*)$")
+    positional = pc.is_valid(parts).to_numpy(zero_copy_only=False)
+    if not positional.any():
+        return text
+    parts = parts.filter(positional)
+    sign, zeros, lead, rest = (parts.field(name) for name in ("sign", "zeros", "lead", "rest"))
+    exponent = pa.array(["e-04", "e-05", "e-06"], type=pa.large_string()).take(
+        pc.subtract(pc.utf8_length(zeros), 3))
+    dot = pc.if_else(pc.greater(pc.utf8_length(rest), 0), _text("."), _text(""))
+    return _scatter(text, positional, pc.binary_join_element_wise(sign, lead, dot, rest, exponent, _text("")))
+
+
+def _scatter(out: pa.Array, mask: np.ndarray, values: pa.Array) -> pa.Array:
+    """``out`` with its elements under ``mask`` replaced, in order, by ``values``."""
+    where = np.zeros(len(out), dtype=np.int64)
+    where[mask] = np.arange(len(values))
+    return pc.if_else(pa.array(mask), values.take(pa.array(where)), out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Frame and chunk IDs
+# --------------------------------------------------------------------------------------------------
+
+def _check_frames(frames: pd.DataFrame) -> None:
+    missing = [c for c in FRAME_COLUMNS if c not in frames.columns]
+    if missing:
+        raise ValueError(f"frames table lacks column(s) {', '.join(missing)}")
+    bad = ~frames["frame"].isin(FRAME_NAMES)
+    if bad.any():  # the original cuts the frame name off the frame ID by its length: two characters
+        raise ValueError(f"frame name {frames['frame'][bad].iloc[0]!r} is not one of {', '.join(FRAME_NAMES)}")
+
+
+def _large_strings(column) -> pa.Array:
+    arr = pa.array(column, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.cast(pa.large_string())
+
+
+def _chunk_ids(frames: pd.DataFrame) -> pa.Array:
+    """``{sequence_id}_chunk_{chunk}``: the original's ``Modified_ID``."""
+    chunk = pa.array(np.asarray(frames["chunk"], dtype=np.int64)).cast(pa.large_string())
+    return pc.binary_join_element_wise(_large_strings(frames["sequence_id"]), _text("_chunk_"), chunk, _text(""))
+
+
+def _frame_ids(frames: pd.DataFrame, chunk_ids: pa.Array | None = None) -> pa.Array:
+    """``{sequence_id}_chunk_{chunk}{frame}``: the original's ``Sequence_ID``."""
+    if chunk_ids is None:
+        chunk_ids = _chunk_ids(frames)
+    return pc.binary_join_element_wise(chunk_ids, _large_strings(frames["frame"]), _text(""))
+
+
+def _write_lines(f, lines: pa.Array) -> None:
+    """Write a large_string array whose elements each end in a newline, straight from its data buffer."""
+    if lines.null_count:
+        raise ValueError("cannot write a null line")
+    if len(lines) == 0:
+        return
+    _, offsets, data = lines.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    f.write(memoryview(data)[int(bounds[0]) : int(bounds[-1])])
+
+
+def _blocks(n: int, size: int = _ROWS_PER_BLOCK) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+# --------------------------------------------------------------------------------------------------
+# The original's two tables
+# --------------------------------------------------------------------------------------------------
+
+def write_prediction_results(frames: pd.DataFrame, path: str | os.PathLike) -> None:
+    """The original's ``prediction_results.txt``: one row per frame, in the order of ``frames``."""
+    _check_frames(frames)
+    with atomic_open(path, "wb") as f:
+        f.write(b"Sequence_ID\tPrediction\tscore1\tscore2\n")
+        for rows in _blocks(len(frames)):
+            block = frames.iloc[rows]
+            p_others = np.asarray(block["p_others"], dtype=np.float32)
+            p_virus = np.asarray(block["p_virus"], dtype=np.float32)
+            label = pc.if_else(pa.array(p_virus > p_others), _VIRUS, _OTHERS)
+            lines = pc.binary_join_element_wise(
+                _frame_ids(block), label, format_float32(p_others), format_float32(p_virus), _text("\t")
+            )
+            _write_lines(f, pc.binary_join_element_wise(lines, _text("\n"), _text("")))
+
+
+def chunk_table(frames: pd.DataFrame) -> pd.DataFrame:
+    """The original's ``prediction_results_highestscore`` as a table: one row per chunk ID (``Modified_ID``),
+    sorted as strings, with ``max_p_others``, ``max_p_virus`` (float32) and ``Is_Virus`` = max P(virus) >=
+    max P(others). NaN scores are skipped in the maxima, as pandas ``max`` does in the original."""
+    ids, max_others, max_virus = _chunk_maxima(frames)
+    return pd.DataFrame({
+        "Modified_ID": pd.Series(ids.to_pylist(), dtype="str"),
+        "max_p_others": max_others,
+        "max_p_virus": max_virus,
+        "Is_Virus": max_virus >= max_others,
+    })
+
+
+def _chunk_maxima(frames: pd.DataFrame) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """(sorted distinct chunk IDs, max P(others), max P(virus)) per chunk ID."""
+    _check_frames(frames)
+    p_others = np.asarray(frames["p_others"], dtype=np.float32)
+    p_virus = np.asarray(frames["p_virus"], dtype=np.float32)
+    ids = _chunk_ids(frames)
+    if len(ids) == 0:
+        return ids, p_others, p_virus
+    # Frames of a chunk are adjacent in input order: reduce the runs first, then sort the (fewer) chunk IDs.
+    # The sort also merges runs that share an ID (records with the same ID), as the original's groupby does.
+    run = _run_starts_strings(ids)
+    ids = ids.take(pa.array(run))
+    run_others = np.fmax.reduceat(p_others, run)
+    run_virus = np.fmax.reduceat(p_virus, run)
+    order = pc.sort_indices(ids).to_numpy()  # byte order of UTF-8 = code point order = Python's str order
+    ids = ids.take(pa.array(order))
+    group = _run_starts_strings(ids)
+    return (
+        ids.take(pa.array(group)),
+        np.fmax.reduceat(run_others[order], group),
+        np.fmax.reduceat(run_virus[order], group),
+    )
+
+
+def _run_starts_strings(ids: pa.Array) -> np.ndarray:
+    """Start index of each run of equal adjacent strings (ids has at least one element)."""
+    if len(ids) == 1:
+        return np.zeros(1, dtype=np.int64)
+    differs = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    return np.concatenate(([0], np.flatnonzero(differs) + 1)).astype(np.int64)
+
+
+def write_highestscore(frames: pd.DataFrame, path: str | os.PathLike) -> None:
+    """The original's ``prediction_results_highestscore.csv`` (tab-separated): ``Modified_ID	Is_Virus``."""
+    ids, max_others, max_virus = _chunk_maxima(frames)
+    verdict = pc.if_else(pa.array(max_virus >= max_others), _TRUE_LINE, _FALSE_LINE)
+    with atomic_open(path, "wb") as f:
+        f.write(b"Modified_ID\tIs_Virus\n")
+        _write_lines(f, pc.binary_join_element_wise(ids, verdict, _text("\t")))
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-sequence calls
+# --------------------------------------------------------------------------------------------------
+
+def sequence_calls(frames: pd.DataFrame, records: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """One row per input record (in the order of ``records``) for ``sequences.tsv``.
+
+    A chunk's score is its highest frame P(virus); ``score`` is the mean of the chunk scores over the
+    record's chunks that have frames; ``viral_chunk_fraction`` is the share of those chunks with
+    max P(virus) >= max P(others) (the original's ``Is_Virus``, taken per record and chunk); ``call`` is
+    ``virus`` when ``score >= threshold``, ``others`` below it, ``no_frames`` when no chunk has a frame
+    (``score`` and ``viral_chunk_fraction`` NaN then). Scores are float64 means of the float32
+    probabilities, and ``threshold`` is compared against those float64 values.
+    """
+    missing = [c for c in ("record_index", "sequence_id", "length", "chunks") if c not in records.columns]
+    if missing:
+        raise ValueError(f"records table lacks column(s) {', '.join(missing)}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or math.isnan(threshold):
+        raise ValueError(f"threshold must be a number, not {threshold!r}")
+    record_index = np.asarray(records["record_index"], dtype=np.int64)
+    if (np.diff(record_index) <= 0).any():
+        raise ValueError("records must be in input order, with distinct record_index values")
+    n_records = len(records)
+    record_chunks = np.asarray(records["chunks"], dtype=np.int64)
+
+    chunks = _chunk_scores(frames)
+    pos = np.searchsorted(record_index, chunks["record_index"])  # each chunk's row in records
+    known = pos < n_records
+    known[known] = record_index[pos[known]] == chunks["record_index"][known]
+    if not known.all():
+        raise ValueError(
+            f"frames refer to record_index {chunks['record_index'][~known][0]}, which is not in the records table"
+        )
+    bad = (chunks["chunk"] < 1) | (chunks["chunk"] > record_chunks[pos])
+    bad |= ~pc.equal(chunks["sequence_id"], _large_strings(records["sequence_id"]).take(pa.array(pos))).to_numpy(
+        zero_copy_only=False)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise ValueError(
+            f"frames of {chunks['sequence_id'][i].as_py()!r} (record_index {chunks['record_index'][i]}, chunk "
+            f"{chunks['chunk'][i]}) do not match the records table: {records['sequence_id'].iloc[pos[i]]!r} "
+            f"with {record_chunks[pos[i]]} chunk(s)"
+        )
+
+    chunks_with_frames = np.bincount(pos, minlength=n_records)
+    frame_counts = np.bincount(pos, weights=chunks["frames"], minlength=n_records).astype(np.int64)
+    score_sum = np.bincount(pos, weights=chunks["max_p_virus"].astype(np.float64), minlength=n_records)
+    viral_chunks = np.bincount(pos, weights=chunks["is_virus"], minlength=n_records)
+    has_frames = chunks_with_frames > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(has_frames, score_sum / chunks_with_frames, np.nan)
+        fraction = np.where(has_frames, viral_chunks / chunks_with_frames, np.nan)
+    call = np.where(has_frames, np.where(score >= threshold, "virus", "others"), "no_frames")
+    return pd.DataFrame({
+        "sequence_id": pd.Series(np.asarray(records["sequence_id"], dtype=object), dtype="str"),
+        "length": np.asarray(records["length"], dtype=np.int64),
+        "chunks": record_chunks,
+        "chunks_with_frames": chunks_with_frames.astype(np.int64),
+        "frames": frame_counts,
+        "score": score,
+        "viral_chunk_fraction": fraction,
+        "call": pd.Series(call, dtype="str"),
+    })
+
+
+def _chunk_scores(frames: pd.DataFrame) -> dict:
+    """Per (record_index, chunk) with frames, sorted: the record's index, sequence ID (Arrow), chunk number,
+    number of frames, max P(virus), and Is_Virus (max P(virus) >= max P(others), NaN skipped)."""
+    _check_frames(frames)
+    record = np.asarray(frames["record_index"], dtype=np.int64)
+    chunk = np.asarray(frames["chunk"], dtype=np.int64)
+    p_others = np.asarray(frames["p_others"], dtype=np.float32)
+    p_virus = np.asarray(frames["p_virus"], dtype=np.float32)
+    order = None
+    if not _sorted_pairs(record, chunk):  # input order is sorted already; anything else is sorted here
+        order = np.lexsort((chunk, record))
+        record, chunk, p_others, p_virus = record[order], chunk[order], p_others[order], p_virus[order]
+    if len(record) == 0:
+        starts = np.zeros(0, dtype=np.int64)
+        max_virus = max_others = np.zeros(0, dtype=np.float32)
+    else:
+        starts = _run_starts_pairs(record, chunk)
+        max_virus = np.fmax.reduceat(p_virus, starts)
+        max_others = np.fmax.reduceat(p_others, starts)
+    first_frame = starts if order is None else order[starts]
+    return {
+        "record_index": record[starts],
+        "sequence_id": _large_strings(frames["sequence_id"]).take(pa.array(first_frame)),
+        "chunk": chunk[starts],
+        "frames": np.diff(np.append(starts, len(record))),
+        "max_p_virus": max_virus,
+        "is_virus": max_virus >= max_others,
+    }
+
+
+def _sorted_pairs(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether (a, b) pairs are in non-decreasing lexicographic order."""
+    if len(a) < 2:
+        return True
+    da = np.diff(a)
+    return bool(((da > 0) | ((da == 0) & (np.diff(b) >= 0))).all())
+
+
+def _run_starts_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    change = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return np.concatenate(([0], np.flatnonzero(change) + 1)).astype(np.int64)
+
+
+def write_sequences_tsv(calls: pd.DataFrame, path: str | os.PathLike) -> None:
+    """``sequences.tsv``: the columns of :func:`sequence_calls`, tab-separated, NaN written empty."""
+    missing = [c for c in SEQUENCE_COLUMNS if c not in calls.columns]
+    if missing:
+        raise ValueError(f"calls table lacks column(s) {', '.join(missing)}")
+    with atomic_open(path, "w") as f:
+        calls.loc[:, list(SEQUENCE_COLUMNS)].to_csv(f, sep="\t", index=False, na_rep="", lineterminator="\n")
+
+
+def write_viral_fasta(
+    records_iter: Iterable[tuple[str, str, str]], calls: pd.DataFrame, path: str | os.PathLike
+) -> int:
+    """``viral.fa``: the records whose call is ``virus``, header as in the input (``>`` + description),
+    sequence as in the input (case kept) wrapped at 60 letters a line. Returns the number written.
+
+    ``records_iter`` yields ``(sequence_id, description, sequence)`` in input order. Records with an empty
+    sequence are skipped (they have no row in ``calls``); every other record is matched to the next row of
+    ``calls``, and its ID and length must agree with that row.
+    """
+    ids = calls["sequence_id"].tolist()
+    lengths = np.asarray(calls["length"], dtype=np.int64)
+    is_virus = (calls["call"] == "virus").to_numpy()
+    row = 0
+    written = 0
+    with atomic_open(path, "w") as f:
+        for sequence_id, description, sequence in records_iter:
+            if len(sequence) == 0:
+                continue
+            if row >= len(ids):
+                raise ValueError(f"record {sequence_id!r} has no row in the calls table")
+            if sequence_id != ids[row] or len(sequence) != lengths[row]:
+                raise ValueError(
+                    f"record {sequence_id!r} (length {len(sequence)}) does not match row {row} of the calls "
+                    f"table ({ids[row]!r}, length {lengths[row]})"
+                )
+            if is_virus[row]:
+                f.write(f">{description}\n")
+                for start in range(0, len(sequence), FASTA_LINE_WIDTH):
+                    f.write(sequence[start : start + FASTA_LINE_WIDTH])
+                    f.write("\n")
+                written += 1
+            row += 1
+        if row != len(ids):
+            raise ValueError(f"the records ended after {row} of the {len(ids)} rows of the calls table")
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# frames.parquet
+# --------------------------------------------------------------------------------------------------
+
+def write_frames_parquet(frames: pd.DataFrame, path: str | os.PathLike, features: np.ndarray | None = None) -> None:
+    """``frames.parquet``: columns ``record_index`` (int64), ``sequence_id``, ``chunk`` (int32), ``frame``,
+    ``frame_id``, ``chunk_id`` (strings), ``p_others``, ``p_virus`` (float32), in input order; with
+    ``features``, one more column ``features`` of type ``fixed_size_list<float32>[D]``: one column instead of
+    D (3,328) keeps the file's metadata small and reads back as one contiguous (n, D) array without copies
+    per column. D is also stored in the schema metadata (``virnucpro.features_dim``)."""
+    _check_frames(frames)
+    n = len(frames)
+    chunk_ids = _chunk_ids(frames)
+    columns = {
+        "record_index": pa.array(np.asarray(frames["record_index"], dtype=np.int64)),
+        "sequence_id": _large_strings(frames["sequence_id"]).cast(pa.string()),
+        "chunk": pa.array(np.asarray(frames["chunk"], dtype=np.int32)),
+        "frame": _large_strings(frames["frame"]).cast(pa.string()),
+        "frame_id": _frame_ids(frames, chunk_ids).cast(pa.string()),
+        "chunk_id": chunk_ids.cast(pa.string()),
+        "p_others": pa.array(np.asarray(frames["p_others"], dtype=np.float32)),
+        "p_virus": pa.array(np.asarray(frames["p_virus"], dtype=np.float32)),
+    }
+    metadata = {b"virnucpro.table": b"frames"}
+    if features is not None:
+        features = _check_features(features, n)
+        dim = features.shape[1]
+        columns["features"] = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), dim)
+        metadata[b"virnucpro.features_dim"] = str(dim).encode()
+    table = pa.table(columns).replace_schema_metadata(metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _check_features(features: np.ndarray, n_frames: int) -> np.ndarray:
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[0] != n_frames:
+        raise ValueError(f"features must have shape ({n_frames}, D), one row per frame, not {features.shape}")
+    return features
+
+
+def read_frames_parquet(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Read ``frames.parquet`` back: (frames with the columns listed in :func:`write_frames_parquet`,
+    features as a float32 (n, D) array, or None when the file has none)."""
+    table = pq.read_table(path)
+    features = None
+    if "features" in table.column_names:
+        column = table.column("features")
+        dim = column.type.list_size
+        flat = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in column.chunks]
+        values = np.concatenate(flat) if flat else np.empty(0, dtype=np.float32)
+        features = values.astype(np.float32, copy=False).reshape(len(column), dim)
+        table = table.drop_columns(["features"])
+    frames = table.to_pandas()
+    return frames, features
+
+
+# --------------------------------------------------------------------------------------------------
+# run.json
+# --------------------------------------------------------------------------------------------------
+
+def _plain(value):
+    """``value`` as plain JSON types: numpy scalars and arrays, paths, dates, sets; NaN and inf as null."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [_plain(v) for v in items]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    raise TypeError(f"run.json cannot hold a value of type {type(value).__name__}: {value!r}")
+
+
+def write_run_json(path: str | os.PathLike, info: dict) -> None:
+    """``run.json``: ``info`` as indented JSON (numpy values made plain, NaN/inf written as null)."""
+    text = json.dumps(_plain(info), indent=2, allow_nan=False) + "\n"
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything at once
+# --------------------------------------------------------------------------------------------------
+
+def write_outputs(
+    out_dir: str | os.PathLike,
+    frames: pd.DataFrame,
+    records: pd.DataFrame,
+    *,
+    threshold: float,
+    records_iter: Iterable[tuple[str, str, str]] | None = None,
+    features: np.ndarray | None = None,
+    run_info: dict | None = None,
+) -> pd.DataFrame:
+    """Write every output of ``predict`` into ``out_dir`` and return the per-sequence calls.
+
+    ``viral.fa`` needs ``records_iter`` and is skipped without it. ``run.json`` is written last (so its
+    presence means the other files are complete): ``run_info`` plus an ``outputs`` entry with the files
+    written and the counts of records, frames and calls (a caller's own ``outputs`` entry is kept).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    calls = sequence_calls(frames, records, threshold)  # validates the tables before anything is written
+    if features is not None:
+        features = _check_features(features, len(frames))
+    write_prediction_results(frames, out / PREDICTION_RESULTS)
+    write_highestscore(frames, out / HIGHESTSCORE)
+    write_sequences_tsv(calls, out / SEQUENCES_TSV)
+    files = [PREDICTION_RESULTS, HIGHESTSCORE, SEQUENCES_TSV]
+    viral_written = None
+    if records_iter is not None:
+        viral_written = write_viral_fasta(records_iter, calls, out / VIRAL_FASTA)
+        files.append(VIRAL_FASTA)
+    write_frames_parquet(frames, out / FRAMES_PARQUET, features)
+    files.append(FRAMES_PARQUET)
+
+    info = dict(run_info or {})
+    counts = calls["call"].value_counts()
+    info.setdefault("outputs", {
+        "files": files + [RUN_JSON],
+        "threshold": threshold,
+        "records": len(calls),
+        "frames": len(frames),
+        "chunks_with_frames": int(calls["chunks_with_frames"].sum()),
+        "calls": {name: int(counts.get(name, 0)) for name in ("virus", "others", "no_frames")},
+        "viral_fasta_records": viral_written,
+        "features_saved": features is not None,
+    })
+    write_run_json(out / RUN_JSON, info)
+    return calls
