@@ -271,7 +271,7 @@ def suite_engine(ctx: Context) -> dict:
                                                        memory=mem2, flops_per_token=pipeline.esm.flops_per_token,
                                                        ceiling_tflops=ceiling)
     ratios = {"end_to_end_vs_esm2_only": e2e["tokens_per_s"] / result["stages"]["esm2_only"]["tokens_per_s"]}
-    del pipeline, prepared, esm_batches
+    del pipeline, prepared, esm_batches, esm_only
     if not ctx.args.no_reference:
         n_ref = min(frames, 300 if ctx.args.quick else (2000 if ctx.cuda else 400))
         run, ref_tokens, ref_frames = reference_features(profile, path, ctx.chunk_size, ctx.device, max_frames=n_ref)

@@ -1,0 +1,375 @@
+"""ESM-2 and DNABERT-S encoders: fixtures of the original models, every attention path against the
+reference path, input order, and checkpoints that must be refused."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+from virnucpro_kernel.errors import CheckpointError, UnsafeCheckpointError, VirNucProError
+from virnucpro_kernel.models.attention import PackedAttention, choose_attention
+from virnucpro_kernel.models.checkpoints import resolve_checkpoint
+from virnucpro_kernel.models.dnabert_s import DNABERTSConfig, DNABERTSEncoder, alibi_slopes
+from virnucpro_kernel.models.esm2 import ALPHABET, ESM2Config, ESM2Encoder, tokenize
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CPU_PATHS = ("sdpa-padded", "sdpa-blockmask", "flex", "reference-padded")
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # flex_attention without compile on the CPU
+
+
+def rel_err(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def rows_rel_err(a, b):
+    return ((a.double() - b.double()).norm(dim=1) / b.double().norm(dim=1)).max().item()
+
+
+@pytest.fixture(scope="module")
+def esm_tiny():
+    return ESM2Encoder.from_pretrained(FIXTURES / "esm2_tiny")
+
+
+@pytest.fixture(scope="module")
+def esm_expected():
+    return json.loads((FIXTURES / "esm2_tiny_expected.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def dnabert_tiny():
+    return DNABERTSEncoder.from_pretrained(FIXTURES / "dnabert_s_tiny")
+
+
+@pytest.fixture(scope="module")
+def dnabert_expected():
+    return json.loads((FIXTURES / "dnabert_s_tiny_expected.json").read_text())
+
+
+def with_path(model, path):
+    model.attention = path
+    model._paths.clear()
+    return model
+
+
+# -- the fixtures of the original models -------------------------------------------------------
+
+
+def test_esm_alphabet():
+    assert len(ALPHABET) == 33 and ALPHABET[32] == "<mask>" and ALPHABET[31] == "<null_1>"
+    ids = tokenize(["LAGVSERTIDPKQNFYMHWCXBUZO.-", "J*"])
+    assert ids[0].tolist() == [0, *range(4, 31), 2]
+    assert ids[1].tolist() == [0, 3, 3, 2]  # letters outside the alphabet are <unk>
+
+
+@pytest.mark.parametrize("path", ["auto", "reference", "varlen", "sdpa-padded"])
+def test_esm_fixture_embeddings(esm_tiny, esm_expected, path):
+    model = with_path(esm_tiny, path)
+    got = model.embed(esm_expected["sequences"])
+    expected = torch.tensor(esm_expected["mean"])
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert rows_rel_err(got, expected) < 1e-5
+    with_path(esm_tiny, "auto")
+
+
+def test_esm_fixture_long_sequence_pools_first_1024_residues(esm_tiny, esm_expected):
+    # The 1100-residue sequence runs whole through the model; only the mean stops at residue 1024.
+    i = [len(s) for s in esm_expected["sequences"]].index(1100)
+    expected = torch.tensor(esm_expected["mean"][i])
+    whole = esm_tiny.embed([esm_expected["sequences"][i]])[0]
+    truncated_input = esm_tiny.embed([esm_expected["sequences"][i][:1024]])[0]
+    assert rel_err(whole, expected) < 1e-5
+    assert rel_err(truncated_input, expected) > 1e-3
+
+
+def test_esm_fixture_rotary_comes_from_the_checkpoint(esm_tiny):
+    d = esm_tiny.config.head_dim
+    recomputed = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    assert not torch.equal(esm_tiny.inv_freq, recomputed)
+    assert torch.equal(esm_tiny.inv_freq, recomputed.half().float())
+
+
+def test_dnabert_fixture_tokens_and_embeddings(dnabert_tiny, dnabert_expected):
+    assert dnabert_tiny.tokenize(dnabert_expected["sequences"]) == dnabert_expected["input_ids"]
+    expected = torch.tensor(dnabert_expected["mean"])
+    for path in ("auto", "reference", "varlen", "flex"):
+        got = with_path(dnabert_tiny, path).embed(dnabert_expected["sequences"])
+        assert rows_rel_err(got, expected) < 1e-5, path
+    with_path(dnabert_tiny, "auto")
+
+
+def test_dnabert_tokenizer_has_no_padding_or_truncation(dnabert_tiny):
+    rng = np.random.default_rng(1)
+    long = "".join(rng.choice(list("ACGT"), size=12000))
+    short = "ACGTACGTAA"
+    ids = dnabert_tiny.tokenize([long, short])
+    assert len(ids[0]) > 2000  # the tokenizer.json truncates at 2000 unless told not to
+    assert ids[1][0] == 1 and ids[1][-1] == 2 and 3 not in ids[1] and len(ids[1]) < 10
+
+
+def test_alibi_slopes_for_any_head_count():
+    assert alibi_slopes(8) == [2.0 ** -(i + 1) for i in range(8)]
+    s12 = alibi_slopes(12)
+    assert s12[:8] == alibi_slopes(8) and s12[8:] == alibi_slopes(16)[0:8:2]
+    assert s12[8] == pytest.approx(2 ** -0.5)
+    assert len(alibi_slopes(6)) == 6 and alibi_slopes(6)[:4] == alibi_slopes(4)
+
+
+def test_real_shapes_and_flops():
+    with torch.device("meta"):
+        esm = ESM2Encoder(ESM2Config.esm2_t36_3B_UR50D())
+        dna = DNABERTSEncoder(DNABERTSConfig.dnabert_s())
+    assert esm.config.head_dim == 64
+    assert esm.flops_per_token == pytest.approx(24 * 2560**2 * 36)  # 5.66 GFLOP
+    assert sum(p.numel() for p in esm.parameters()) == pytest.approx(2.84e9, rel=0.01)
+    assert dna.flops_per_token == pytest.approx(0.23e9, rel=0.03)
+    assert sum(p.numel() for p in dna.parameters()) == pytest.approx(117e6, rel=0.02)
+
+
+# -- every path against the reference, on fresh random models and lengths -------------------------
+
+ODD_ESM = ESM2Config(num_layers=2, hidden_size=40, num_heads=5, ffn_size=72)
+ODD_DNA = DNABERTSConfig(num_layers=2, hidden_size=48, num_heads=6, intermediate_size=80)
+
+
+@pytest.fixture(scope="module")
+def odd_models():
+    return ESM2Encoder.from_config(ODD_ESM, seed=3), DNABERTSEncoder.from_config(ODD_DNA, seed=4)
+
+
+def packed(token_lists):
+    lengths = [len(t) for t in token_lists]
+    cu = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
+    return torch.tensor(np.concatenate(token_lists)), cu, max(lengths)
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.lists(st.integers(1, 140), min_size=1, max_size=9), st.integers(0, 2**31 - 1))
+def test_packed_paths_equal_reference_and_single_sequences(odd_models, residues, seed):
+    rng = np.random.default_rng(seed)
+    esm, dna = odd_models
+    esm_tokens = [np.array([0, *rng.integers(4, 31, size=n), 2]) for n in residues]
+    dna_tokens = [np.array([1, *rng.integers(5, 4096, size=n), 2]) for n in residues]
+    for model, tokens in ((esm, esm_tokens), (dna, dna_tokens)):
+        ref = with_path(model, "reference").forward_packed(*packed(tokens))
+        alone = torch.cat([model.forward_packed(*packed([t])) for t in tokens])
+        assert rows_rel_err(alone, ref) < 1e-5
+        for path in ("sdpa-padded", "sdpa-blockmask"):  # flex (slow uncompiled on a CPU): below
+            got = with_path(model, path).forward_packed(*packed(tokens))
+            assert rows_rel_err(got, ref) < 1e-5, (type(model).__name__, path)
+        with_path(model, "auto")
+
+
+def naive_esm(model, tokens):
+    """fair-esm's forward for one sequence, written out plainly (padding-free, unfused weights)."""
+    c = model.config
+    t = torch.as_tensor(tokens)
+    x = model.embed_tokens.weight[t]
+    is_mask = t == 32
+    x = x.masked_fill(is_mask[:, None], 0) * (1 - 0.15 * 0.8) / (1 - is_mask.float().mean())
+    pos = torch.arange(len(t)).float()
+    freqs = torch.einsum("i,j->ij", pos, model.inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+
+    def rot(u):
+        u1, u2 = u.chunk(2, dim=-1)
+        return u * cos + torch.cat((-u2, u1), dim=-1) * sin
+
+    for layer in model.layers:
+        h = F.layer_norm(x, (c.hidden_size,), layer.attn_norm.weight, layer.attn_norm.bias, c.layer_norm_eps)
+        q, k, v = (F.linear(h, w, b).view(len(t), c.num_heads, -1).transpose(0, 1)
+                   for w, b in zip(layer.qkv.weight.chunk(3), layer.qkv.bias.chunk(3)))
+        q, k = rot(q * c.head_dim**-0.5), rot(k)
+        a = torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+        x = x + layer.out(a.transpose(0, 1).reshape(len(t), -1))
+        h = F.layer_norm(x, (c.hidden_size,), layer.ffn_norm.weight, layer.ffn_norm.bias, c.layer_norm_eps)
+        x = x + layer.fc2(F.gelu(layer.fc1(h)))
+    x = model.final_norm(x)
+    return x[1:min(1024, len(t) - 2) + 1].mean(0)
+
+
+def test_flex_path_on_odd_models(odd_models):
+    rng = np.random.default_rng(9)
+    for model, lo, hi, cls, eos in ((odd_models[0], 4, 31, 0, 2), (odd_models[1], 5, 4096, 1, 2)):
+        tokens = [np.array([cls, *rng.integers(lo, hi, size=n), eos]) for n in (3, 130, 1, 47)]
+        ref = with_path(model, "reference").forward_packed(*packed(tokens))
+        assert rows_rel_err(with_path(model, "flex").forward_packed(*packed(tokens)), ref) < 1e-5
+        with_path(model, "auto")
+
+
+def test_esm_token_dropout_with_mask_tokens(odd_models):
+    esm = odd_models[0]
+    rng = np.random.default_rng(7)
+    tokens = [np.array([0, *rng.integers(4, 31, size=n), 2]) for n in (12, 30, 5)]
+    tokens[0][3] = 32
+    tokens[1][[2, 9, 10, 20]] = 32
+    got = esm.forward_packed(*packed(tokens))
+    with torch.no_grad():
+        expected = torch.stack([naive_esm(esm, t) for t in tokens])
+    assert rows_rel_err(got, expected) < 1e-5
+
+
+def test_from_config_is_deterministic_and_dtype_independent():
+    a = ESM2Encoder.from_config(ODD_ESM, seed=11)
+    b = ESM2Encoder.from_config(ODD_ESM, seed=11)
+    c = ESM2Encoder.from_config(ODD_ESM, seed=12)
+    h = ESM2Encoder.from_config(ODD_ESM, seed=11, dtype=torch.bfloat16)
+    for (name, x), y, z, w in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values(),
+                                  h.state_dict().values()):
+        assert torch.equal(x, y), name
+        if name != "inv_freq":
+            assert not torch.equal(x, z), name
+            assert torch.equal(x.to(torch.bfloat16), w), name
+    assert h.dtype == torch.bfloat16 and h.inv_freq.dtype == torch.float32
+
+
+def test_embed_returns_input_order_whatever_the_packing(odd_models):
+    esm, dna = odd_models
+    rng = np.random.default_rng(5)
+    proteins = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=n)) for n in rng.integers(1, 90, size=11)]
+    frames = ["".join(rng.choice(list("ACGT"), size=3 * len(p) + 1)) for p in proteins]
+    for model, seqs in ((esm, proteins), (dna, frames)):
+        one_by_one = torch.cat([model.embed([s]) for s in seqs])
+        for budget in (1, 120, 100000):
+            assert rows_rel_err(model.embed(seqs, token_budget=budget), one_by_one) < 1e-5
+        order = rng.permutation(len(seqs))
+        shuffled = model.embed([seqs[i] for i in order], token_budget=120)
+        assert rows_rel_err(shuffled, one_by_one[order]) < 1e-5
+        assert model.embed([]).shape == (0, model.config.hidden_size)
+
+
+def test_attention_settings_on_cpu():
+    assert choose_attention("auto", "cpu", torch.float32) == "sdpa-padded"
+    assert choose_attention("reference", "cpu") == "reference-padded"
+    assert choose_attention("varlen", "cpu") == "sdpa-blockmask"
+    assert choose_attention("flex", "cpu") == "flex"
+    with pytest.raises(VirNucProError):
+        choose_attention("flash", "cpu")
+    with pytest.raises(VirNucProError):
+        choose_attention("varlen-flash", "cpu")
+    with pytest.raises(VirNucProError):
+        choose_attention("fastest", "cpu")
+
+
+def test_attention_paths_direct():
+    g = torch.Generator().manual_seed(0)
+    lengths = [1, 7, 300, 64, 129, 2]
+    T, H, D = sum(lengths), 6, 16
+    q, k, v = (torch.randn(T, H, D, generator=g) for _ in range(3))
+    cu = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
+    slopes = torch.tensor(alibi_slopes(H))
+    for s in (None, slopes):
+        ref = PackedAttention("reference-padded", cu, max(lengths), H, s)(q, k, v)
+        # per-sequence attention written out
+        for (a, b) in zip(cu[:-1].tolist(), cu[1:].tolist()):
+            i = torch.arange(b - a)
+            bias = 0 if s is None else -s[:, None, None] * (i[:, None] - i[None, :]).abs()
+            w = torch.softmax(q[a:b].transpose(0, 1) @ k[a:b].permute(1, 2, 0) / math.sqrt(D) + bias, -1)
+            assert torch.allclose((w @ v[a:b].transpose(0, 1)).transpose(0, 1), ref[a:b], atol=1e-5)
+        for path in CPU_PATHS:
+            out = PackedAttention(path, cu, max(lengths), H, s, block_tokens=200)(q, k, v)
+            assert rel_err(out, ref) < 1e-5, path
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+
+def copy_fixture(tmp_path, name):
+    target = tmp_path / name
+    shutil.copytree(FIXTURES / name, target)
+    return target
+
+
+def test_missing_key_is_named(tmp_path):
+    folder = copy_fixture(tmp_path, "esm2_tiny")
+    state = load_file(folder / "model.safetensors")
+    del state["esm.encoder.layer.1.attention.self.key.bias"]
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing weight 'encoder\.layer\.1\.attention\.self\.key\.bias'"):
+        ESM2Encoder.from_pretrained(folder)
+
+
+def test_wrong_shape_is_named(tmp_path):
+    folder = copy_fixture(tmp_path, "esm2_tiny")
+    state = load_file(folder / "model.safetensors")
+    state["esm.encoder.layer.0.intermediate.dense.weight"] = torch.zeros(255, 64)
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        ESM2Encoder.from_pretrained(folder)
+    message = str(info.value)
+    assert "encoder.layer.0.intermediate.dense.weight" in message and "[255, 64]" in message and "[256, 64]" in message
+    assert "\n" not in message
+
+
+class Hostile:
+    """Unpickling this creates a file: what a malicious checkpoint would do, harmlessly."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("zipfile", [True, False])
+def test_pickle_that_runs_code_is_refused_without_running(tmp_path, dnabert_tiny, zipfile):
+    folder = copy_fixture(tmp_path, "dnabert_s_tiny")
+    marker = tmp_path / "code_ran"
+    state = torch.load(FIXTURES / "dnabert_s_tiny" / "pytorch_model.bin", weights_only=True)
+    state["payload"] = Hostile(marker)
+    torch.save(state, folder / "pytorch_model.bin", _use_new_zipfile_serialization=zipfile)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        DNABERTSEncoder.from_pretrained(folder)
+    assert "pytorch_model.bin" in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value, CheckpointError)
+    assert not marker.exists()
+
+
+def test_dnabert_weights_with_bert_prefix_and_heads(tmp_path, dnabert_tiny, dnabert_expected):
+    folder = tmp_path / "prefixed"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "dnabert_s_tiny" / "config.json", folder / "config.json")
+    state = torch.load(FIXTURES / "dnabert_s_tiny" / "pytorch_model.bin", weights_only=True)
+    state = {"bert." + k: v for k, v in state.items()}
+    state["cls.predictions.bias"] = torch.zeros(4096)
+    state["bert.pooler.dense.weight"] = torch.zeros(96, 96)
+    save_file(state, folder / "model.safetensors")
+    model = DNABERTSEncoder.from_pretrained(folder)  # shipped tokenizer: the folder has none
+    got = model.embed(dnabert_expected["sequences"][:3])
+    assert rows_rel_err(got, torch.tensor(dnabert_expected["mean"][:3])) < 1e-5
+
+
+def test_unknown_checkpoint_locations(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        resolve_checkpoint(tmp_path / "nothing-here")
+    with pytest.raises(CheckpointError, match="local Hugging Face cache"):
+        resolve_checkpoint("nobody-at-all/no-such-model-here")
+    shutil.copy(FIXTURES / "esm2_tiny" / "config.json", tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match="no weights file"):
+        ESM2Encoder.from_pretrained(tmp_path)
+
+
+# -- the benchmark, tiny, on the CPU --------------------------------------------------------------
+
+
+def test_encoder_benchmark_tiny_on_cpu():
+    from virnucpro_kernel.bench.encoders import run_encoder_benchmark
+
+    result = run_encoder_benchmark("cpu", quick=True, tiny=True, repeats=1)
+    stages = {k: v for k, v in result.items() if k not in ("ratios", "relative_error")}
+    assert {"esm2_packed_float32", "dnabert_s_packed_float32"} <= set(stages)
+    keys = {"tokens_per_s", "sequences_per_s", "mfu", "seconds", "seconds_min", "seconds_max", "peak_memory_gb",
+            "reserved_memory_gb"}
+    for stage in stages.values():
+        assert keys <= set(stage) and stage["tokens_per_s"] > 0 and 0 < stage["mfu"]
+    assert result["ratios"]["dnabert_s_seconds_fraction_of_esm2"] > 0
+    assert all(v < 1e-5 for v in result["relative_error"].values())

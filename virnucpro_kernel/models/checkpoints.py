@@ -1,0 +1,181 @@
+"""Reading encoder checkpoints: safely, from disk or the LOCAL Hugging Face cache, with clear errors.
+
+    directory = resolve_checkpoint("facebook/esm2_t36_3B_UR50D")   # or a folder, or a weights file
+    config = read_config(directory)                                # config.json as a dict
+    tensors = read_state_dict(directory)                           # {key: CPU tensor}, lazily read
+    weights = select_weights(tensors, expected_shapes, prefixes=("esm.",), ignore=("lm_head.",))
+
+Nothing here downloads, and nothing here runs code from a file: ``pytorch_model.bin`` is read with
+``torch.load(weights_only=True)`` and a file that needs code to unpickle raises
+``UnsafeCheckpointError`` without running it. ``model.safetensors`` (and sharded
+``*.safetensors.index.json`` / ``pytorch_model.bin.index.json``) are read lazily, so converting the
+weights to the target dtype and device happens one tensor at a time (``to_device``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from ..errors import CheckpointError, UnsafeCheckpointError
+
+__all__ = ["resolve_checkpoint", "read_config", "weights_files", "read_state_dict", "select_weights", "to_device"]
+
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+
+
+def resolve_checkpoint(path_or_id) -> Path:
+    """A folder or weights file on disk, or a Hugging Face model id found in the local cache only."""
+    path = Path(os.path.expanduser(str(path_or_id)))
+    if path.exists():
+        return path
+    text = str(path_or_id)
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(text, local_files_only=True))
+        except Exception as exc:  # LocalEntryNotFoundError and friends: not in the cache
+            raise CheckpointError(
+                f"{text}: not a folder here and not in the local Hugging Face cache "
+                f"(nothing is downloaded; fetch it first, e.g. `hf download {text}`) [{type(exc).__name__}]"
+            ) from None
+    raise CheckpointError(f"{text}: no such checkpoint folder or file")
+
+
+def read_config(path) -> dict:
+    """``config.json`` of a checkpoint folder (or of the folder holding a weights file)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    config = folder / "config.json"
+    if not config.is_file():
+        raise CheckpointError(f"{folder}: no config.json")
+    try:
+        return json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{config}: not a readable JSON config ({exc})") from None
+
+
+def weights_files(path) -> list[Path]:
+    """The weight file(s) of a checkpoint folder, safetensors preferred; a file path is taken as is."""
+    path = Path(path)
+    if path.is_file():
+        candidates = [path]
+    else:
+        candidates = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
+        if not candidates:
+            raise CheckpointError(f"{path}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
+    first = candidates[0]
+    if first.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(first.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"{first}: not a readable shard index ({exc})") from None
+        missing = [s for s in shards if not (first.parent / s).is_file()]
+        if missing:
+            raise CheckpointError(f"{first}: shard file {missing[0]} is missing")
+        return [first.parent / s for s in shards]
+    return [first]
+
+
+def _read_file(file: Path) -> dict:
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            handle = safe_open(str(file), framework="pt", device="cpu")
+            return {key: _LazyTensor(handle, key) for key in handle.keys()}
+        except Exception as exc:
+            raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from None
+    try:
+        kwargs = {"map_location": "cpu", "weights_only": True}
+        try:
+            state = torch.load(str(file), mmap=True, **kwargs)
+        except RuntimeError as exc:  # mmap needs the zip format; the legacy format is read whole
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(str(file), **kwargs)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeCheckpointError(
+            f"{file}: refused: it needs code to unpickle, and checkpoints are loaded without running code ({first})"
+        ) from None
+    except Exception as exc:
+        raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{file}: holds a {type(state).__name__}, not a state dict of tensors")
+    return dict(state)
+
+
+class _LazyTensor:
+    """A safetensors entry read only when asked for (keeps peak host memory at one tensor)."""
+
+    def __init__(self, handle, key):
+        self.handle, self.key = handle, key
+        self.shape = tuple(handle.get_slice(key).get_shape())
+
+    def load(self) -> torch.Tensor:
+        return self.handle.get_tensor(self.key)
+
+
+def read_state_dict(path) -> dict:
+    """``{key: tensor or lazy tensor}`` from a checkpoint folder or weights file (CPU, nothing converted)."""
+    state = {}
+    for file in weights_files(path):
+        state.update(_read_file(file))
+    return state
+
+
+def _shape(value) -> tuple:
+    return tuple(value.shape) if hasattr(value, "shape") else ()
+
+
+def select_weights(state: Mapping, expected: Mapping[str, tuple], *, prefixes: Iterable[str] = (),
+                   ignore: Iterable[str] = (), source="checkpoint") -> dict:
+    """Pick the ``expected`` keys out of ``state`` after stripping ``prefixes``, checking every shape.
+
+    Keys starting with one of ``ignore`` (heads the encoder does not use) are dropped silently; a
+    missing key or a wrong shape raises ``CheckpointError`` naming the key, the expected shape and
+    what was found. Unknown extra keys are ignored too (they are reported by nothing: heads vary).
+    """
+    prefixes, ignore = tuple(prefixes), tuple(ignore)
+    stripped = {}
+    for key, value in state.items():
+        if ignore and key.startswith(ignore):
+            continue
+        name = key
+        for prefix in prefixes:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        if not (ignore and name.startswith(ignore)):
+            stripped.setdefault(name, value)
+    out = {}
+    for name, shape in expected.items():
+        if name not in stripped:
+            raise CheckpointError(f"{source}: missing weight '{name}' (expected shape {list(shape)})")
+        found = _shape(stripped[name])
+        if found != tuple(shape):
+            raise CheckpointError(f"{source}: weight '{name}' has shape {list(found)}, expected {list(shape)}")
+        out[name] = stripped[name]
+    return out
+
+
+def to_device(value, device, dtype=None) -> torch.Tensor:
+    """Materialise one (lazy) tensor, converted to ``dtype`` on the host before it moves to ``device``,
+    so no full-precision copy ever lands on the GPU."""
+    tensor = value.load() if isinstance(value, _LazyTensor) else value
+    if not isinstance(tensor, torch.Tensor):
+        raise CheckpointError(f"expected a tensor, found {type(tensor).__name__}")
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.to(device)

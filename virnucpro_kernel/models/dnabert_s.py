@@ -1,0 +1,305 @@
+"""DNABERT-S (Zhou et al. 2024; DNABERT-2 architecture), inference only, on packed batches.
+
+No ``trust_remote_code``: this is the hub's ``bert_layers.py`` math written out. Per sequence
+``[CLS] BPE tokens [SEP]``:
+
+    x = LN_emb(word_embedding(tokens) + token_type_embedding[0])       (no position embeddings)
+    for each of the 12 layers (post-LayerNorm BERT):
+        q, k, v = split(Wqkv x + bqkv)
+        x = LN1(x + Wo attention(q, k, v) + bo)        # softmax(q k^T / sqrt(d) - slope_h |i - j|) v
+        g, u = split(W_gated x)                        # bias-free h -> 2f projection
+        x = LN2(x + W_wo (gelu(g) * u) + b_wo)         # exact (erf) GELU on the first f values
+    embedding = mean of x over ALL tokens, [CLS] and [SEP] included
+
+ALiBi slopes: for a power of two n heads ``s, s^2, ..., s^n`` with ``s = 2^(-8/n)``; otherwise the
+slopes of the nearest lower power of two c, then every second slope of 2c heads for the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..batching import pack_by_tokens, pack_tokens, scatter_rows
+from ..errors import CheckpointError
+from . import checkpoints
+from .attention import PackedAttention, choose_attention, mark_tokens_dynamic as _mark_tokens_dynamic
+
+__all__ = ["DNABERTSConfig", "DNABERTSEncoder", "alibi_slopes", "load_tokenizer", "DEFAULT_TOKENIZER"]
+
+DEFAULT_TOKENIZER = Path(__file__).resolve().parent.parent / "data" / "dnabert-s"
+
+
+def alibi_slopes(n_heads: int) -> list[float]:
+    """DNABERT-2's (and the ALiBi paper's) head slopes, also for head counts that are not powers of two."""
+
+    def power_of_2(n):
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))  # = 2^(-8/n)
+        return [start * start**i for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        return power_of_2(n_heads)
+    c = 2 ** math.floor(math.log2(n_heads))
+    return power_of_2(c) + alibi_slopes(2 * c)[0::2][: n_heads - c]
+
+
+def load_tokenizer(path=None):
+    """The BPE tokenizer (``tokenizers`` library) with the baked-in padding and truncation turned off."""
+    from tokenizers import Tokenizer
+
+    path = Path(path) if path is not None else DEFAULT_TOKENIZER
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise CheckpointError(f"{path}: no tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(file))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+@dataclass
+class DNABERTSConfig:
+    num_layers: int = 12
+    hidden_size: int = 768
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    vocab_size: int = 4096
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @classmethod
+    def dnabert_s(cls) -> "DNABERTSConfig":
+        """The published ``zhihan1996/DNABERT-S`` shape (117M parameters)."""
+        return cls()
+
+    @classmethod
+    def from_hf(cls, config: dict) -> "DNABERTSConfig":
+        try:
+            cfg = cls(num_layers=int(config["num_hidden_layers"]), hidden_size=int(config["hidden_size"]),
+                      num_heads=int(config["num_attention_heads"]),
+                      intermediate_size=int(config["intermediate_size"]),
+                      vocab_size=int(config.get("vocab_size", 4096)),
+                      type_vocab_size=int(config.get("type_vocab_size", 2)),
+                      layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"DNABERT-S config.json: missing or bad field {exc}") from None
+        if cfg.hidden_size % cfg.num_heads:
+            raise CheckpointError(f"DNABERT-S config.json: hidden_size {cfg.hidden_size} does not split into "
+                                  f"{cfg.num_heads} heads")
+        return cfg
+
+
+def _attention_inputs(x, qkv_w, qkv_b, num_heads: int):
+    q, k, v = F.linear(x, qkv_w, qkv_b).unflatten(-1, (3, num_heads, -1)).unbind(-3)
+    return q, k, v
+
+
+def _attention_output_and_mlp(x, a, out_w, out_b, n1_w, n1_b, gate_w, wo_w, wo_b, n2_w, n2_b, eps: float):
+    h = x.shape[-1]
+    x = F.layer_norm(x + F.linear(a.flatten(-2), out_w, out_b), (h,), n1_w, n1_b, eps)
+    gated, linear = F.linear(x, gate_w).chunk(2, dim=-1)
+    return F.layer_norm(x + F.linear(F.gelu(gated) * linear, wo_w, wo_b), (h,), n2_w, n2_b, eps)
+
+
+def _identity(t):
+    return t
+
+
+class DNABERTSLayer(nn.Module):
+    def __init__(self, cfg: DNABERTSConfig):
+        super().__init__()
+        h, f = cfg.hidden_size, cfg.intermediate_size
+        self.qkv = nn.Linear(h, 3 * h)
+        self.out = nn.Linear(h, h)
+        self.attn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.gated = nn.Linear(h, 2 * f, bias=False)  # rows: gated half (GELU), then linear half
+        self.wo = nn.Linear(f, h)
+        self.mlp_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+
+
+class DNABERTSEncoder(nn.Module):
+    def __init__(self, config: DNABERTSConfig, attention: str = "auto", compile: bool = False, tokenizer_path=None):
+        super().__init__()
+        self.config = config
+        h = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, h)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
+        self.embed_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList(DNABERTSLayer(config) for _ in range(config.num_layers))
+        self._slopes = {}  # device -> fp32 ALiBi slopes (not a buffer: .half() must not round them)
+        self.attention = attention
+        self.compile = compile
+        self.tokenizer_path = tokenizer_path
+        self._tokenizer = None
+        self._paths = {}
+        self._fns = (_attention_inputs, _attention_output_and_mlp)
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _shapes(cfg: DNABERTSConfig) -> dict:
+        h, f = cfg.hidden_size, cfg.intermediate_size
+        shapes = {"embeddings.word_embeddings.weight": (cfg.vocab_size, h),
+                  "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, h),
+                  "embeddings.LayerNorm.weight": (h,), "embeddings.LayerNorm.bias": (h,)}
+        for i in range(cfg.num_layers):
+            p = f"encoder.layer.{i}."
+            shapes.update({p + "attention.self.Wqkv.weight": (3 * h, h), p + "attention.self.Wqkv.bias": (3 * h,),
+                           p + "attention.output.dense.weight": (h, h), p + "attention.output.dense.bias": (h,),
+                           p + "attention.output.LayerNorm.weight": (h,), p + "attention.output.LayerNorm.bias": (h,),
+                           p + "mlp.gated_layers.weight": (2 * f, h), p + "mlp.wo.weight": (h, f),
+                           p + "mlp.wo.bias": (h,), p + "mlp.layernorm.weight": (h,), p + "mlp.layernorm.bias": (h,)})
+        return shapes
+
+    _OURS = {"attention.self.Wqkv": "qkv", "attention.output.dense": "out", "attention.output.LayerNorm": "attn_norm",
+             "mlp.gated_layers": "gated", "mlp.wo": "wo", "mlp.layernorm": "mlp_norm"}
+
+    @classmethod
+    def from_state_dict(cls, state, config: DNABERTSConfig, device="cpu", dtype=torch.float32, attention="auto",
+                        compile=False, tokenizer_path=None, source="checkpoint") -> "DNABERTSEncoder":
+        """From a DNABERT-2-named state dict (``bert.`` prefix optional; MLM/pooler heads ignored)."""
+        w = checkpoints.select_weights(state, cls._shapes(config), prefixes=("bert.",),
+                                       ignore=("cls.", "pooler.", "lm_head."), source=source)
+        ours = {"word_embeddings.weight": w["embeddings.word_embeddings.weight"],
+                "token_type_embeddings.weight": w["embeddings.token_type_embeddings.weight"],
+                "embed_norm.weight": w["embeddings.LayerNorm.weight"],
+                "embed_norm.bias": w["embeddings.LayerNorm.bias"]}
+        for key, value in w.items():
+            if key.startswith("encoder.layer."):
+                i, rest = key[len("encoder.layer."):].split(".", 1)
+                module, part = rest.rsplit(".", 1)
+                ours[f"layers.{i}.{cls._OURS[module]}.{part}"] = value
+        ours = {k: checkpoints.to_device(v, device, dtype) for k, v in ours.items()}
+        with torch.device("meta"):
+            model = cls(config, attention=attention, compile=compile, tokenizer_path=tokenizer_path)
+        model.load_state_dict(ours, strict=True, assign=True)
+        return model.eval()._setup()
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype=torch.float32, attention="auto", compile=False,
+                        tokenizer_path=None):
+        """From a folder (config.json + weights [+ tokenizer.json]) or a locally cached Hugging Face id.
+        The tokenizer is the folder's own ``tokenizer.json`` if it has one, else the shipped one."""
+        folder = checkpoints.resolve_checkpoint(path)
+        config = DNABERTSConfig.from_hf(checkpoints.read_config(folder))
+        state = checkpoints.read_state_dict(folder)
+        if tokenizer_path is None:
+            own = (folder if folder.is_dir() else folder.parent) / "tokenizer.json"
+            tokenizer_path = own if own.is_file() else None
+        return cls.from_state_dict(state, config, device, dtype, attention, compile, tokenizer_path, str(folder))
+
+    @classmethod
+    def from_config(cls, config: DNABERTSConfig, seed=0, device="cpu", dtype=torch.float32, attention="auto",
+                    compile=False, tokenizer_path=None) -> "DNABERTSEncoder":
+        """Deterministic random weights (drawn in fp32 on ``device``, then cast); shipped tokenizer by default."""
+        with torch.device("meta"):
+            model = cls(config, attention=attention, compile=compile, tokenizer_path=tokenizer_path)
+        g = torch.Generator(device=device).manual_seed(seed)
+        state = {}
+        for name, p in model.named_parameters():
+            r = torch.randn(p.shape, generator=g, device=device, dtype=torch.float32)
+            state[name] = (1.0 + 0.1 * r if name.endswith("norm.weight") else 0.02 * r).to(dtype)
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.eval()._setup()
+
+    def _setup(self):
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if self.compile:
+            self._fns = tuple(torch.compile(fn) for fn in (_attention_inputs, _attention_output_and_mlp))
+        return self
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.word_embeddings.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.word_embeddings.weight.dtype
+
+    @property
+    def slopes(self) -> torch.Tensor:
+        """ALiBi slopes, fp32, on the model's device."""
+        key = str(self.device)
+        if key not in self._slopes:
+            slopes = alibi_slopes(self.config.num_heads)
+            self._slopes[key] = torch.tensor(slopes, dtype=torch.float32, device=self.device)
+        return self._slopes[key]
+
+    @property
+    def attention_path(self) -> str:
+        key = (str(self.device), self.dtype)
+        if key not in self._paths:
+            self._paths[key] = choose_attention(self.attention, self.device, self.dtype,
+                                                num_heads=self.config.num_heads, head_dim=self.config.head_dim,
+                                                alibi_slopes=self.slopes.cpu())
+        return self._paths[key]
+
+    @property
+    def flops_per_token(self) -> float:
+        """Forward FLOPs per token in the matrix products: ``2 * (4 h^2 + 3 h f) * L`` (0.23 GFLOP for
+        DNABERT-S); attention adds ``4 h n L`` for n tokens (``attention_flops_per_token(n)``)."""
+        c = self.config
+        return 2.0 * (4 * c.hidden_size**2 + 3 * c.hidden_size * c.intermediate_size) * c.num_layers
+
+    def attention_flops_per_token(self, seq_len: float) -> float:
+        return 4.0 * self.config.hidden_size * seq_len * self.config.num_layers
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_path)
+        return self._tokenizer
+
+    def tokenize(self, sequences) -> list[list[int]]:
+        """``[CLS] BPE ids [SEP]`` per DNA sequence, no padding, no truncation."""
+        return [e.ids for e in self.tokenizer.encode_batch([str(s) for s in sequences])]
+
+    # -- the forward pass ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward_packed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Mean embeddings ``[B, hidden]`` (float32) over all tokens of each packed sequence."""
+        cfg = self.config
+        device = self.device
+        input_ids = input_ids.to(device).long()
+        cu = cu_seqlens.to(device)
+        B = cu.numel() - 1
+        lengths = (cu[1:] - cu[:-1]).long()
+        seq_id = torch.repeat_interleave(torch.arange(B, device=device), lengths, output_size=input_ids.numel())
+
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+        x = self.embed_norm(x)
+        attn = PackedAttention(self.attention_path, cu, max_seqlen, cfg.num_heads, self.slopes,
+                               total_tokens=input_ids.numel())
+        pre, post = self._fns
+        dyn = _mark_tokens_dynamic if self.compile else _identity
+        for layer in self.layers:
+            q, k, v = pre(dyn(x), layer.qkv.weight, layer.qkv.bias, cfg.num_heads)
+            a = attn(q, k, v)
+            x = post(dyn(x), dyn(a), layer.out.weight, layer.out.bias, layer.attn_norm.weight, layer.attn_norm.bias,
+                     layer.gated.weight, layer.wo.weight, layer.wo.bias, layer.mlp_norm.weight, layer.mlp_norm.bias,
+                     cfg.layer_norm_eps)
+
+        weight = 1.0 / lengths.clamp(min=1).float()[seq_id]
+        return torch.zeros(B, cfg.hidden_size, device=device).index_add_(0, seq_id, x.float() * weight[:, None])
+
+    def embed(self, sequences, token_budget: int = 8192) -> torch.Tensor:
+        """Mean embeddings ``[N, hidden]`` float32 on the CPU, rows in input order."""
+        tokens = self.tokenize(sequences)
+        if not tokens:
+            return torch.zeros(0, self.config.hidden_size)
+        batches = pack_by_tokens([len(t) for t in tokens], token_budget)
+        chunks = [self.forward_packed(*pack_tokens(tokens, b).to(self.device)).cpu() for b in batches]
+        return scatter_rows(chunks, batches, len(tokens))

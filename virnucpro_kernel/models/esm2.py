@@ -1,0 +1,323 @@
+"""ESM-2 protein language model (Lin et al. 2023), inference only, on packed batches.
+
+The math is fair-esm's ``esm/model/esm2.py``; the checkpoint key names are Hugging Face's
+(``facebook/esm2_*``: ``esm.encoder.layer.N...``). Per sequence ``<cls> residues <eos>``:
+
+    x = 0.88 / (1 - masked fraction) * embed(tokens), <mask> embeddings zeroed      (token dropout)
+    for each of the L layers (pre-LayerNorm):
+        q, k, v = split(Wqkv LN1(x) + bqkv)           # one fused [3h, h] matmul
+        q, k = rotary(q), rotary(k)                   # positions restart at 0 in every sequence
+        x = x + Wo attention(q, k, v) + bo            # softmax(q k^T / sqrt(d)) v, per sequence
+        x = x + W2 gelu(W1 LN2(x) + b1) + b2           # exact (erf) GELU
+    x = LN_after(x)
+    embedding = mean of x over residues 1 .. min(1024, len)     (no <cls>, <eos>)
+
+Rotary ``inv_freq`` comes from the checkpoint (its values were rounded through fp16; recomputing
+them gives different embeddings). Attention is computed by ``attention.PackedAttention``, which holds
+every fast path next to the reference one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..batching import pack_by_tokens, pack_tokens, scatter_rows
+from ..errors import CheckpointError
+from . import checkpoints
+from .attention import PackedAttention, choose_attention, mark_tokens_dynamic as _mark_tokens_dynamic
+
+__all__ = ["ESM2Config", "ESM2Encoder", "ALPHABET", "tokenize"]
+
+# fair-esm's ESM-1b/ESM-2 alphabet: 4 specials, 27 residue letters, one filler, <mask>.
+ALPHABET = ("<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-", "<null_1>", "<mask>")
+CLS, PAD, EOS, UNK, MASK = 0, 1, 2, 3, 32
+_LOOKUP = np.full(256, UNK, dtype=np.int64)
+for _i, _tok in enumerate(ALPHABET):
+    if len(_tok) == 1:
+        _LOOKUP[ord(_tok)] = _i
+
+
+def tokenize(proteins) -> list[np.ndarray]:
+    """``<cls> residues <eos>`` ids (int64) per protein; a letter outside the alphabet becomes ``<unk>``."""
+    out = []
+    for protein in proteins:
+        codes = np.frombuffer(str(protein).encode("ascii", "replace"), dtype=np.uint8)
+        ids = np.empty(codes.size + 2, dtype=np.int64)
+        ids[0], ids[-1] = CLS, EOS
+        ids[1:-1] = _LOOKUP[codes]
+        out.append(ids)
+    return out
+
+
+@dataclass
+class ESM2Config:
+    num_layers: int = 36
+    hidden_size: int = 2560
+    num_heads: int = 40
+    ffn_size: int = 10240
+    vocab_size: int = 33
+    layer_norm_eps: float = 1e-5
+    token_dropout: bool = True
+    pool_residues: int = 1024  # the mean covers residues 1 .. min(pool_residues, len)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @classmethod
+    def esm2_t36_3B_UR50D(cls) -> "ESM2Config":
+        return cls(num_layers=36, hidden_size=2560, num_heads=40, ffn_size=10240, vocab_size=33)
+
+    @classmethod
+    def from_hf(cls, config: dict) -> "ESM2Config":
+        """From a Hugging Face ``EsmConfig`` dict (config.json)."""
+        try:
+            cfg = cls(num_layers=int(config["num_hidden_layers"]), hidden_size=int(config["hidden_size"]),
+                      num_heads=int(config["num_attention_heads"]), ffn_size=int(config["intermediate_size"]),
+                      vocab_size=int(config.get("vocab_size", 33)),
+                      layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)),
+                      token_dropout=bool(config.get("token_dropout", True)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"ESM-2 config.json: missing or bad field {exc}") from None
+        unsupported = {"position_embedding_type": "rotary", "emb_layer_norm_before": False, "hidden_act": "gelu"}
+        for key, want in unsupported.items():
+            if config.get(key, want) not in (want, None):
+                raise CheckpointError(f"ESM-2 config.json: {key}={config[key]!r} is not supported (only {want!r})")
+        if cfg.hidden_size % cfg.num_heads or cfg.head_dim % 2:
+            raise CheckpointError(f"ESM-2 config.json: hidden_size {cfg.hidden_size} does not split into "
+                                  f"{cfg.num_heads} heads of even size")
+        return cfg
+
+
+def _rotary(x, cos, sin):
+    """Rotate the two halves of each head: fair-esm's ``x * cos + rotate_half(x) * sin``, in fp32."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+
+def _attention_inputs(x, norm_w, norm_b, qkv_w, qkv_b, cos, sin, num_heads: int, eps: float):
+    h = F.layer_norm(x, (x.shape[-1],), norm_w, norm_b, eps)
+    q, k, v = F.linear(h, qkv_w, qkv_b).unflatten(-1, (3, num_heads, -1)).unbind(-3)
+    return _rotary(q, cos, sin), _rotary(k, cos, sin), v
+
+
+def _attention_output_and_ffn(x, a, out_w, out_b, norm_w, norm_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float):
+    x = x + F.linear(a.flatten(-2), out_w, out_b)
+    h = F.gelu(F.linear(F.layer_norm(x, (x.shape[-1],), norm_w, norm_b, eps), fc1_w, fc1_b))
+    return x + F.linear(h, fc2_w, fc2_b)
+
+
+def _identity(t):
+    return t
+
+
+class ESM2Layer(nn.Module):
+    def __init__(self, cfg: ESM2Config):
+        super().__init__()
+        h = cfg.hidden_size
+        self.attn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.qkv = nn.Linear(h, 3 * h)  # rows: query, key, value (fused at load time)
+        self.out = nn.Linear(h, h)
+        self.ffn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.fc1 = nn.Linear(h, cfg.ffn_size)
+        self.fc2 = nn.Linear(cfg.ffn_size, h)
+
+
+class ESM2Encoder(nn.Module):
+    def __init__(self, config: ESM2Config, attention: str = "auto", compile: bool = False):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(ESM2Layer(config) for _ in range(config.num_layers))
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.register_buffer("inv_freq", torch.zeros(config.head_dim // 2))
+        self.attention = attention
+        self.compile = compile
+        self._paths = {}
+        self._fns = (_attention_inputs, _attention_output_and_ffn)
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def _hf_shapes(cls, cfg: ESM2Config) -> dict:
+        h, f = cfg.hidden_size, cfg.ffn_size
+        shapes = {"embeddings.word_embeddings.weight": (cfg.vocab_size, h),
+                  "encoder.emb_layer_norm_after.weight": (h,), "encoder.emb_layer_norm_after.bias": (h,)}
+        for i in range(cfg.num_layers):
+            p = f"encoder.layer.{i}."
+            for name in ("query", "key", "value"):
+                shapes[p + f"attention.self.{name}.weight"] = (h, h)
+                shapes[p + f"attention.self.{name}.bias"] = (h,)
+            shapes[p + "attention.self.rotary_embeddings.inv_freq"] = (cfg.head_dim // 2,)
+            shapes.update({p + "attention.output.dense.weight": (h, h), p + "attention.output.dense.bias": (h,),
+                           p + "attention.LayerNorm.weight": (h,), p + "attention.LayerNorm.bias": (h,),
+                           p + "intermediate.dense.weight": (f, h), p + "intermediate.dense.bias": (f,),
+                           p + "output.dense.weight": (h, f), p + "output.dense.bias": (h,),
+                           p + "LayerNorm.weight": (h,), p + "LayerNorm.bias": (h,)})
+        return shapes
+
+    @classmethod
+    def from_state_dict(cls, state, config: ESM2Config, device="cpu", dtype=torch.float32, attention="auto",
+                        compile=False, source="checkpoint") -> "ESM2Encoder":
+        """From a Hugging Face-named state dict (``esm.`` prefix optional; heads ignored)."""
+        w = checkpoints.select_weights(state, cls._hf_shapes(config), prefixes=("esm.",),
+                                       ignore=("lm_head.", "contact_head.", "pooler."), source=source)
+
+        def get(key, dt=dtype):
+            return checkpoints.to_device(w[key], device, dt)
+
+        ours = {"embed_tokens.weight": get("embeddings.word_embeddings.weight"),
+                "final_norm.weight": get("encoder.emb_layer_norm_after.weight"),
+                "final_norm.bias": get("encoder.emb_layer_norm_after.bias"),
+                "inv_freq": get("encoder.layer.0.attention.self.rotary_embeddings.inv_freq", torch.float32)}
+        for i in range(config.num_layers):
+            p, o = f"encoder.layer.{i}.", f"layers.{i}."
+            if not torch.equal(checkpoints.to_device(w[p + "attention.self.rotary_embeddings.inv_freq"], device,
+                                                     torch.float32), ours["inv_freq"]):
+                raise CheckpointError(f"{source}: layer {i} has a rotary inv_freq different from layer 0's")
+            for part in ("weight", "bias"):
+                ours[o + f"qkv.{part}"] = torch.cat([get(p + f"attention.self.{n}.{part}")
+                                                     for n in ("query", "key", "value")])
+                ours[o + f"out.{part}"] = get(p + f"attention.output.dense.{part}")
+                ours[o + f"attn_norm.{part}"] = get(p + f"attention.LayerNorm.{part}")
+                ours[o + f"fc1.{part}"] = get(p + f"intermediate.dense.{part}")
+                ours[o + f"fc2.{part}"] = get(p + f"output.dense.{part}")
+                ours[o + f"ffn_norm.{part}"] = get(p + f"LayerNorm.{part}")
+        with torch.device("meta"):
+            model = cls(config, attention=attention, compile=compile)
+        model.load_state_dict(ours, strict=True, assign=True)
+        return model.eval()._setup()
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype=torch.float32, attention="auto", compile=False):
+        """From a folder, weights file or locally cached Hugging Face id (e.g. ``facebook/esm2_t36_3B_UR50D``)."""
+        folder = checkpoints.resolve_checkpoint(path)
+        config = ESM2Config.from_hf(checkpoints.read_config(folder))
+        state = checkpoints.read_state_dict(folder)
+        return cls.from_state_dict(state, config, device, dtype, attention, compile, source=str(folder))
+
+    @classmethod
+    def from_config(cls, config: ESM2Config, seed=0, device="cpu", dtype=torch.float32, attention="auto",
+                    compile=False) -> "ESM2Encoder":
+        """Deterministic random weights (same seed and device -> same weights, whatever ``dtype``).
+
+        Every tensor is drawn in fp32 on ``device`` and then cast, so a bf16 and an fp32 model of one
+        seed hold the same weights up to rounding. ``inv_freq`` is the standard rotary one rounded
+        through fp16, as in the published checkpoints.
+        """
+        with torch.device("meta"):
+            model = cls(config, attention=attention, compile=compile)
+        g = torch.Generator(device=device).manual_seed(seed)
+        state = {}
+        for name, p in model.named_parameters():
+            r = torch.randn(p.shape, generator=g, device=device, dtype=torch.float32)
+            if name.endswith("norm.weight"):
+                r = 1.0 + 0.1 * r
+            else:
+                r = 0.02 * r
+            state[name] = r.to(dtype)
+        d = config.head_dim
+        inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        state["inv_freq"] = inv.half().float().to(device)
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.eval()._setup()
+
+    def _setup(self):
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if self.compile:
+            self._fns = tuple(torch.compile(fn) for fn in (_attention_inputs, _attention_output_and_ffn))
+        return self
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    @property
+    def attention_path(self) -> str:
+        """The attention path this model runs with on its current device and dtype."""
+        key = (str(self.device), self.dtype)
+        if key not in self._paths:
+            self._paths[key] = choose_attention(self.attention, self.device, self.dtype,
+                                                num_heads=self.config.num_heads, head_dim=self.config.head_dim)
+        return self._paths[key]
+
+    @property
+    def flops_per_token(self) -> float:
+        """Forward FLOPs per token in the matrix products: ``2 * (4 h^2 + 2 h f) * L`` (= 24 h^2 L for
+        f = 4h; 5.66 GFLOP for ESM-2 3B). Attention adds ``4 h n L`` for a sequence of n tokens
+        (``attention_flops_per_token(n)``): about 0.7% at n = 100 for the 3B model."""
+        c = self.config
+        return 2.0 * (4 * c.hidden_size**2 + 2 * c.hidden_size * c.ffn_size) * c.num_layers
+
+    def attention_flops_per_token(self, seq_len: float) -> float:
+        return 4.0 * self.config.hidden_size * seq_len * self.config.num_layers
+
+    # -- the forward pass ------------------------------------------------------------------------
+
+    tokenize = staticmethod(tokenize)
+
+    @torch.inference_mode()
+    def forward_packed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Mean embeddings ``[B, hidden]`` (float32) of the packed sequences ``<cls> residues <eos>``.
+
+        The whole sequence runs through the model; only the mean stops at residue ``pool_residues``
+        (1024), as in the original. A protein of no residues pools to zeros (the original gives NaN)."""
+        cfg = self.config
+        device = self.device
+        input_ids = input_ids.to(device).long()
+        cu = cu_seqlens.to(device)
+        B = cu.numel() - 1
+        lengths = (cu[1:] - cu[:-1]).long()
+        seq_id = torch.repeat_interleave(torch.arange(B, device=device), lengths, output_size=input_ids.numel())
+        pos = torch.arange(input_ids.numel(), device=device) - cu.long()[:-1][seq_id]
+
+        x = self.embed_tokens(input_ids)
+        if cfg.token_dropout:  # x * (1 - 0.15 * 0.8) / (1 - fraction of <mask> in the sequence)
+            is_mask = input_ids == MASK
+            x = x.masked_fill(is_mask[:, None], 0.0)
+            n_mask = torch.zeros(B, device=device).index_add_(0, seq_id, is_mask.float())
+            scale = (1 - 0.15 * 0.8) / (1 - n_mask / lengths)
+            x = (x * scale[seq_id, None]).to(x.dtype)
+
+        freqs = pos[:, None].float() * self.inv_freq[None, :]  # [T, d/2]
+        cos, sin = freqs.cos()[:, None, :], freqs.sin()[:, None, :]  # [T, 1, d/2], broadcast over heads
+        attn = PackedAttention(self.attention_path, cu, max_seqlen, cfg.num_heads, total_tokens=input_ids.numel())
+        pre, post = self._fns
+        dyn = _mark_tokens_dynamic if self.compile else _identity
+        eps = cfg.layer_norm_eps
+        cos, sin = dyn(cos), dyn(sin)
+        for layer in self.layers:
+            q, k, v = pre(dyn(x), layer.attn_norm.weight, layer.attn_norm.bias, layer.qkv.weight, layer.qkv.bias,
+                          cos, sin, cfg.num_heads, eps)
+            a = attn(q, k, v)
+            x = post(dyn(x), dyn(a), layer.out.weight, layer.out.bias, layer.ffn_norm.weight, layer.ffn_norm.bias,
+                     layer.fc1.weight, layer.fc1.bias, layer.fc2.weight, layer.fc2.bias, eps)
+        x = self.final_norm(x)
+
+        # Mean over residues 1 .. min(pool_residues, len): drop <cls> (pos 0) and <eos> (pos len+1).
+        n_pool = torch.clamp(lengths - 2, max=cfg.pool_residues)
+        keep = (pos >= 1) & (pos <= n_pool[seq_id])
+        weight = keep.float() / n_pool.clamp(min=1).float()[seq_id]
+        return torch.zeros(B, cfg.hidden_size, device=device).index_add_(0, seq_id, x.float() * weight[:, None])
+
+    def embed(self, sequences, token_budget: int = 8192) -> torch.Tensor:
+        """Mean embeddings ``[N, hidden]`` float32 on the CPU, rows in input order."""
+        tokens = self.tokenize(sequences)
+        if not tokens:
+            return torch.zeros(0, self.config.hidden_size)
+        batches = pack_by_tokens([len(t) for t in tokens], token_budget)
+        chunks = [self.forward_packed(*pack_tokens(tokens, b).to(self.device)).cpu() for b in batches]
+        return scatter_rows(chunks, batches, len(tokens))
