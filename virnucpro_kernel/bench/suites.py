@@ -354,6 +354,12 @@ def suite_scaling(ctx: Context) -> dict:
         result["stages"][f"engine_{n}gpu"] = stage
         print(f"scaling: {n} {'GPU' if ctx.cuda else 'process'}(s): {stage['tokens_per_s']:,.0f} ESM-2 tok/s over "
               f"{reads} reads ({seconds:.1f} s compute, {wall:.1f} s wall)")
+        _scaling_summary(result, ctx, per_gpu)
+        schema.write_result(result, ctx.out)  # partial results survive a later failure
+    return result
+
+
+def _scaling_summary(result, ctx, per_gpu):
     by_n = {v["n_gpus"]: v for v in result["stages"].values()}
     if 1 in by_n:
         base = by_n[1]["tokens_per_s"]
@@ -362,7 +368,6 @@ def suite_scaling(ctx: Context) -> dict:
     result["notes"] = [f"MFU counts ESM-2 FLOPs only (5.66 GFLOP/token) against 790 TFLOP/s per GPU"
                        if ctx.cuda else "CPU processes: scaling of the process topology, not of GPUs",
                        f"smaller GPU counts run on the first {per_gpu} reads per GPU; the largest on the whole workload"]
-    return result
 
 
 # ------------------------------------------------------------------------------------------ equivalence
