@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import EXAMPLES, ROOT, run_cli
+from conftest import EXAMPLES, run_cli
 from virnucpro_kernel.outputs import read_frames_parquet
 
 INPUT = EXAMPLES / "viralverify_test.fa"

@@ -15,14 +15,14 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .batching import PackedBatch, pack_by_tokens, pack_tokens
 from .models.esm2 import tokenize as esm_tokenize
-from .sequences import FRAME_LABELS, FrameBlock, RecordBlock, chunk_block, frames_of_chunks
+from .sequences import FrameBlock, RecordBlock, chunk_block, frames_of_chunks
 
 log = logging.getLogger("virnucpro")
 
@@ -284,7 +284,3 @@ class Prefetcher:
                 self.queue.get_nowait()
         except queue.Empty:
             pass
-
-
-def frame_labels(frame_codes: np.ndarray) -> np.ndarray:
-    return np.asarray(FRAME_LABELS, dtype=object)[frame_codes]

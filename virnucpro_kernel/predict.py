@@ -250,7 +250,6 @@ def run(args, gpus: int) -> int:
                                               (block.sequence(i) for i in range(len(block)))))
     from .outputs import write_outputs
 
-    run_info["timings"]["merge_s"] = None
     calls = write_outputs(out, frames_df, records_df, threshold=args.threshold, records_iter=records_iter,
                           features=features, run_info=run_info)
     shutil.rmtree(work, ignore_errors=True)

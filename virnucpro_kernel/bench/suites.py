@@ -38,7 +38,7 @@ import torch
 
 from ..errors import VirNucProError
 from . import regression, schema
-from .timing import LeakCheck, host_peak_rss_gb, measure_matmul_ceiling, memory_stage, mfu, time_repeated
+from .timing import LeakCheck, host_peak_rss_gb, measure_matmul_ceiling, memory_stage, time_repeated
 from .workloads import write_workload
 
 log = logging.getLogger("virnucpro")
@@ -321,7 +321,6 @@ def suite_scaling(ctx: Context) -> dict:
     for n in counts:
         reads = min(workload["reads"], n * per_gpu) if n < max(counts) else workload["reads"]
         src = path if reads == workload["reads"] else subsample_reads(path, reads, ctx.work / f"reads_{n}gpu.fa")
-        sub = workload if src == path else frame_stats(src, ctx.chunk_size)
         run_dir = ctx.work / f"run_{n}"
         cmd = [sys.executable, "-m", "virnucpro_kernel", "predict", str(src), "--chunk-size", str(ctx.chunk_size),
                "--out", str(run_dir), "--profile", ctx.profile_name, "--quiet", "--unit-records", str(unit_records),
@@ -365,7 +364,7 @@ def _scaling_summary(result, ctx, per_gpu):
         base = by_n[1]["tokens_per_s"]
         result["scaling_efficiency"] = {str(n): v["tokens_per_s"] / (n * base) for n, v in sorted(by_n.items())}
     result["summary"] = {k: v for n, st in sorted(by_n.items()) for k, v in _projection(st["tokens_per_s"], n).items()}
-    result["notes"] = [f"MFU counts ESM-2 FLOPs only (5.66 GFLOP/token) against 790 TFLOP/s per GPU"
+    result["notes"] = ["MFU counts ESM-2 FLOPs only (5.66 GFLOP/token) against 790 TFLOP/s per GPU"
                        if ctx.cuda else "CPU processes: scaling of the process topology, not of GPUs",
                        f"smaller GPU counts run on the first {per_gpu} reads per GPU; the largest on the whole workload"]
 

@@ -1,0 +1,68 @@
+"""``virnucpro benchmark`` on the CPU at ``tiny``: every suite runs, writes valid JSON, and --compare-to works."""
+
+import json
+
+import pytest
+
+from conftest import ROOT, run_cli
+from virnucpro_kernel.bench.schema import load_result
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    r = run_cli("benchmark", "--suite", "all", "--data-size", "tiny", "--quick", "--out", out, "--gpu-counts", "1,2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", ["prepare", "encoders", "engine", "equivalence", "scaling"])
+def test_every_suite_writes_a_valid_result(bench_dir, suite):
+    result = load_result(bench_dir / f"{suite}.json")
+    assert (bench_dir / f"{suite}.md").read_text().startswith("# ")
+    assert result["stages"], suite
+    assert result["workload"]["reads"] in (0, 10)
+    paths = {s["path"] for s in result["stages"].values()}
+    if suite in ("prepare", "engine", "equivalence"):
+        assert {"optimized", "reference"} <= paths, "optimized and reference are measured in the same run"
+    for st in result["stages"].values():
+        assert st["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_suite_specific_figures(bench_dir):
+    scaling = load_result(bench_dir / "scaling.json")
+    assert set(scaling["scaling_efficiency"]) == {"1", "2"}
+    eq = load_result(bench_dir / "equivalence.json")
+    assert eq["relative_error"]["features"] < 1e-5, "fp32 paths agree on the CPU"
+    assert eq["call_agreement"] == 1.0
+    assert (bench_dir / "equivalence_errors.parquet").is_file()
+    engine = load_result(bench_dir / "engine.json")
+    assert engine["ratios"]["end_to_end_vs_reference"] > 0
+    prep = load_result(bench_dir / "prepare.json")
+    assert prep["ratios"]["prepare_vectorized_vs_reference"] > 0
+
+
+@pytest.mark.slow
+def test_compare_to_flags_a_planted_slowdown(bench_dir, tmp_path):
+    base = json.loads((bench_dir / "prepare.json").read_text())
+    for st in base["stages"].values():  # the baseline was 2x faster: today is a 50% regression
+        st["seconds"] /= 2
+        st["seconds_min"] /= 2
+        st["seconds_max"] /= 2
+        st["tokens_per_s"] *= 2
+    (tmp_path / "prepare.json").write_text(json.dumps(base))
+    r = run_cli("benchmark", "--suite", "prepare", "--data-size", "tiny", "--quick", "--out", tmp_path / "new",
+                "--compare-to", tmp_path / "prepare.json", "--no-reference")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "REGRESSION" in r.stdout
+    assert "| figure" in r.stdout
+
+
+def test_committed_h200_results_are_valid():
+    for suite in ("encoders", "engine", "equivalence", "scaling"):
+        result = load_result(ROOT / "reports" / "h200" / f"{suite}.json")
+        assert result["hardware"]["gpu_name"] == "NVIDIA H200"
+    scaling = load_result(ROOT / "reports" / "h200" / "scaling.json")
+    assert set(scaling["scaling_efficiency"]) == {"1", "2", "4"}
