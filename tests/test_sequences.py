@@ -110,6 +110,10 @@ def _check_against_reference(tmp_path, records, cs, **layout):
     assert S.read_fasta_pairs(tmp_path / "out" / "chunks.fa") == [(i, s) for i, s in chunks]
     assert S.read_fasta_pairs(tmp_path / "out" / "identified_nucleotide.fa") == nucs
     assert S.read_fasta_pairs(tmp_path / "out" / "identified_protein.faa") == prots
+    # byte for byte: one '>{id}' line and one sequence line per entry, nothing else
+    for name, entries in (("chunks.fa", chunks), ("identified_nucleotide.fa", nucs),
+                          ("identified_protein.faa", prots)):
+        assert (tmp_path / "out" / name).read_bytes() == "".join(f">{i}\n{q}\n" for i, q in entries).encode()
 
 
 @pytest.mark.parametrize("cs", S.CHUNK_SIZES)
@@ -128,6 +132,22 @@ def test_vectorized_equals_reference_property(tmp_path_factory, seqs, cs):
     if all(len(s) == 0 for s in seqs):
         records.append(("nonempty", "ACGTACGTAAA"))
     _check_against_reference(tmp, records, cs)
+
+
+@pytest.mark.parametrize("cs", S.CHUNK_SIZES)
+def test_vectorized_equals_reference_with_varied_ids_and_many_chunks(tmp_path, cs):
+    """IDs of many lengths in one block, chunk numbers of several digits, a record larger than a block."""
+    rng = random.Random(cs)
+    records = [(f"id{'x' * rng.randrange(0, 40)}{i}", "".join(rng.choice("ACGTACGTNacgt") for _ in range(
+        rng.randrange(1, 700)))) for i in range(150)]
+    records.insert(75, ("long", "".join(rng.choice("ACGTACGTACGTNRYacgt") for _ in range(12 * cs + 7))))
+    _check_against_reference(tmp_path, records, cs)
+    _check_against_reference(tmp_path, records, cs, width=70, crlf=True)
+
+
+def test_duplicate_id_found_among_ids_of_many_lengths(tmp_path):
+    records = "".join(f">{'y' * (i % 30)}{i}\nACGTACGT\n" for i in range(200))
+    assert "'yyyyy5'" in _err(tmp_path, records + ">yyyyy5\nACGT\n")
 
 
 def test_gzip_input_and_small_blocks_give_same_output(tmp_path):

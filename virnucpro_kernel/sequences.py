@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -56,26 +56,41 @@ _WHITESPACE_NO_NL = _WHITESPACE.copy()
 _WHITESPACE_NO_NL[10] = False
 _COMP_UPPER = _COMP[_UPPER]
 
-# Codons over the alphabet {A,C,G,T,other} (other = 4): index c0*25 + c1*5 + c2. For each index, flags for the
-# codon read forward (bits 0-7: stop, 8-15: not a real codon) and for the reverse-complement codon read
-# backwards from position +2 (bits 16-23, 24-31), as 8-bit counters that wrapping prefix sums add up exactly
-# over any frame (a frame has at most 166 codons); and the amino acid of each reading (0 for no real codon):
-# _AA2[0:125] forward, _AA2[125:250] reverse.
-_C5 = np.full(256, 4, dtype=np.uint8)
+# Tables for ``bytes.translate``, which maps bytes in one C pass (several times faster than NumPy fancy indexing).
+_UPPER_TAB = _UPPER.tobytes()
+_COMP_UPPER_TAB = _COMP_UPPER.tobytes()
+
+# Every sequence byte gets a code: 0-3 for A, C, G, T (either case), 4 for another IUPAC nucleotide letter,
+# 5 for anything else (the alphabet check counts those). The codon at a position is indexed
+# c0*36 + c1*6 + c2 (< 216, one byte). For each index: flags for the codon read forward (bits 0-7: stop,
+# 8-15: not a real codon) and for the reverse-complement codon read backwards from position +2 (bits 16-23,
+# 24-31), as 8-bit counters that wrapping prefix sums add up exactly over any frame (a frame has at most 166
+# codons); and the amino acid of each reading (0 for no real codon), as translate tables.
+_CODE = np.full(256, 5, dtype=np.uint8)
+_CODE[_IUPAC] = 4
 for _i, _b in enumerate(b"ACGT"):
-    _C5[_b] = _C5[_b + 32] = _i
-_FLAGS = np.zeros(125, dtype=np.uint32)
-_AA2 = np.zeros(250, dtype=np.uint8)
-for _x in range(125):
-    _c = (_x // 25, _x // 5 % 5, _x % 5)
+    _CODE[_b] = _CODE[_b + 32] = _i
+_CODE_TAB = _CODE.tobytes()
+_FLAGS = np.zeros(216, dtype=np.uint32)
+_AA_F = np.zeros(256, dtype=np.uint8)
+_AA_R = np.zeros(256, dtype=np.uint8)
+for _x in range(216):
+    _c = (_x // 36, _x // 6 % 6, _x % 6)
     for _strand, _codon in ((0, _c), (1, tuple(3 - b if b < 4 else 4 for b in _c[::-1]))):
-        if 4 in _codon:
+        if max(_codon) >= 4:
             _FLAGS[_x] |= np.uint32(1 << (8 + 16 * _strand))
         else:
             _aa = GENETIC_CODE["".join("ACGT"[b] for b in _codon)]
-            _AA2[125 * _strand + _x] = ord(_aa)
+            (_AA_R if _strand else _AA_F)[_x] = ord(_aa)
             if _aa == "*":
                 _FLAGS[_x] |= np.uint32(1 << (16 * _strand))
+_AA_F_TAB = _AA_F.tobytes()
+_AA_R_TAB = _AA_R.tobytes()
+
+# Fixed-width window copies (see _put) may overrun a segment by up to _PAD - 1 bytes; sources read through
+# windows carry _SRC_PAD = 3 * _PAD bytes on each side (codons are read with a step of 3).
+_PAD = 32
+_SRC_PAD = 3 * _PAD
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,6 +142,7 @@ class RecordBlock:
     Record i's header (without ``>``) is ``hbuf[hdr_start[i]:hdr_start[i] + hdr_len[i]]``, its ID the first
     ``id_len[i]`` bytes of it, its sequence as read (case kept, line breaks removed)
     ``sbuf[seq_start[i]:seq_start[i] + seq_len[i]]``; ``record_index[i]`` is its 0-based input position.
+    ``codes`` caches the byte codes of ``sbuf`` (see :func:`_codes`), shared by validation and translation.
     """
 
     hbuf: np.ndarray
@@ -137,6 +153,7 @@ class RecordBlock:
     seq_start: np.ndarray
     seq_len: np.ndarray
     record_index: np.ndarray
+    codes: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.seq_len)
@@ -160,7 +177,7 @@ class RecordBlock:
     def take(self, idx) -> "RecordBlock":
         """The records at positions ``idx`` (an index array, a boolean mask or a slice); buffers are shared."""
         return RecordBlock(self.hbuf, self.hdr_start[idx], self.hdr_len[idx], self.id_len[idx], self.sbuf,
-                           self.seq_start[idx], self.seq_len[idx], self.record_index[idx])
+                           self.seq_start[idx], self.seq_len[idx], self.record_index[idx], self.codes)
 
     @staticmethod
     def concat(blocks: list["RecordBlock"]) -> "RecordBlock":
@@ -183,6 +200,27 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     off = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=off[1:])
     return off
+
+
+def _count_per_record(mask: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``mask[s:s+n].sum()`` for every segment: one ``np.add.reduceat`` pass, no full-size prefix sum.
+
+    ``mask`` must extend at least one element past the last segment; entries for empty segments are garbage.
+    """
+    if not len(starts):
+        return np.zeros(0, dtype=np.int64)
+    bounds = np.empty(2 * len(starts), dtype=np.int64)
+    bounds[0::2] = starts
+    bounds[1::2] = starts + lengths
+    return np.add.reduceat(mask.view(np.uint8), bounds, dtype=np.int32)[0::2]
+
+
+def _codes(block: RecordBlock) -> np.ndarray:
+    """Codes (see ``_CODE``) of ``block.sbuf`` followed by ``_SRC_PAD + 8`` bytes of code 5, kept on the block."""
+    if block.codes is None:
+        raw = block.sbuf.tobytes() + bytes(_SRC_PAD + 8)
+        block.codes = np.frombuffer(raw.translate(_CODE_TAB), dtype=np.uint8)
+    return block.codes
 
 
 def gather(src: np.ndarray, starts, lengths, reverse=None) -> np.ndarray:
@@ -216,7 +254,10 @@ def _parse_block(data: bytes, first_index: int) -> RecordBlock:
     """Parse bytes holding whole records (starting at '>') into a RecordBlock."""
     a = np.frombuffer(data, dtype=np.uint8)
     n = len(a)
-    newline = np.flatnonzero(a == 10)
+    # line breaks and other whitespace are all bytes <= 32: one cheap comparison finds both
+    low = np.flatnonzero(a <= 32)
+    low_byte = a[low]
+    newline = low[low_byte == 10]
     line_start = np.concatenate(([0], newline + 1))
     line_end = np.append(newline, n)
     inside = line_start < n
@@ -225,7 +266,7 @@ def _parse_block(data: bytes, first_index: int) -> RecordBlock:
     hdr_start = line_start[hdr_line] + 1
     hdr_end = line_end[hdr_line]
     hdr_end = hdr_end - ((hdr_end > hdr_start) & (a[hdr_end - 1] == 13))  # a trailing '\r'
-    ws_pos = np.flatnonzero(_WHITESPACE_NO_NL[a])
+    ws_pos = low[_WHITESPACE_NO_NL[low_byte]]
     # the ID ends at the header's first whitespace
     ws_ext = np.append(ws_pos, n)
     id_len = np.minimum(ws_ext[np.searchsorted(ws_ext, hdr_start)], hdr_end) - hdr_start
@@ -304,39 +345,66 @@ class CompactIdSet:
     """A set of 64-bit ID hashes in sorted NumPy arrays (about 8 bytes per ID, not ~100 for a Python set).
 
     Levels of geometrically growing size are merged like a log-structured tree, so adding N hashes costs
-    O(N log N) in all and a membership query O(log^2 N).
+    O(N log N) in all and a membership query O(log^2 N). A fixed 16 MiB map of the hashes' top 24 bits
+    answers most queries for absent hashes at once, so only the few that hit it are searched in the levels.
     """
+
+    MAP_BITS = 24
 
     def __init__(self):
         self.levels: list[np.ndarray] = []
+        self.seen = np.zeros(1 << self.MAP_BITS, dtype=bool)  # pages are only allocated once touched
 
     def __len__(self):
         return sum(len(x) for x in self.levels)
 
+    def _top(self, h: np.ndarray) -> np.ndarray:
+        return (np.asarray(h, dtype=np.uint64) >> np.uint64(64 - self.MAP_BITS)).astype(np.intp)
+
     def contains(self, h: np.ndarray) -> np.ndarray:
+        h = np.asarray(h, dtype=np.uint64)
         found = np.zeros(len(h), dtype=bool)
-        for level in self.levels:
-            pos = np.minimum(np.searchsorted(level, h), len(level) - 1)
-            found |= level[pos] == h
+        maybe = np.flatnonzero(self.seen[self._top(h)])
+        if len(maybe):
+            q = h[maybe]
+            hit = np.zeros(len(q), dtype=bool)
+            for level in self.levels:
+                pos = np.minimum(np.searchsorted(level, q), len(level) - 1)
+                hit |= level[pos] == q
+            found[maybe] = hit
         return found
 
     def add(self, h: np.ndarray) -> None:
         new = np.sort(h)
+        self.seen[self._top(new)] = True
         while self.levels and len(self.levels[-1]) <= len(new):
             new = np.sort(np.concatenate([self.levels.pop(), new]), kind="mergesort")
         self.levels.append(new)
 
 
 def hash_ids(block: RecordBlock) -> np.ndarray:
-    """A 64-bit polynomial hash of every record ID in the block (vectorized; collisions ~ N^2 / 2^65)."""
+    """A 64-bit polynomial hash of every record ID in the block (vectorized; collisions ~ N^2 / 2^65).
+
+    IDs of a few distinct lengths (the usual case) are hashed as rows of a 2-D window view of the header
+    buffer, one length at a time; otherwise all ID bytes are gathered and summed with one prefix sum.
+    """
     lens = block.id_len
-    off = _offsets(lens)
-    ids = gather(block.hbuf, block.hdr_start, lens).astype(np.uint64)
-    pos_in_id = np.arange(len(ids), dtype=np.int64) - np.repeat(off[:-1], lens)
     powers = _powers(int(lens.max()) if len(lens) else 0)
+    groups = _groups(lens)
     with np.errstate(over="ignore"):
-        cum = np.concatenate(([np.uint64(0)], np.cumsum((ids + np.uint64(1)) * powers[pos_in_id], dtype=np.uint64)))
-        h = cum[off[1:]] - cum[off[:-1]]
+        if len(groups) <= 8:
+            h = np.zeros(len(lens), dtype=np.uint64)
+            for n, sel in groups:
+                if n:
+                    ids = _windows(block.hbuf, n)[0][block.hdr_start[sel]]
+                    h[sel] = ((ids + np.uint64(1)) * powers[:n]).sum(axis=1, dtype=np.uint64)
+        else:
+            off = _offsets(lens)
+            ids = gather(block.hbuf, block.hdr_start, lens).astype(np.uint64)
+            pos_in_id = np.arange(len(ids), dtype=np.int64) - np.repeat(off[:-1], lens)
+            cum = np.concatenate(([np.uint64(0)],
+                                  np.cumsum((ids + np.uint64(1)) * powers[pos_in_id], dtype=np.uint64)))
+            h = cum[off[1:]] - cum[off[:-1]]
         h = (h ^ (lens.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xBF58476D1CE4E5B9)
         h ^= h >> np.uint64(31)
     return h
@@ -370,20 +438,19 @@ class RecordValidator:
         lengths = block.seq_len
         self.records += len(block)
         # alphabet: 10% or more non-IUPAC letters means protein (or garbage) given as nucleotides
-        bad = np.zeros(len(block.sbuf) + 1, dtype=np.int32)
-        np.cumsum(~_IUPAC[block.sbuf], dtype=np.int32, out=bad[1:])
-        n_bad = bad[block.seq_start + lengths] - bad[block.seq_start]
+        n_bad = _count_per_record(_codes(block) == 5, block.seq_start, lengths)
         wrong = np.flatnonzero((lengths > 0) & (n_bad >= MAX_NON_NUCLEOTIDE_FRACTION * lengths))
         if len(wrong):
             i = int(wrong[0])
             raise InputError(self.path, f"{n_bad[i] / lengths[i]:.0%} of its letters are not nucleotide IUPAC "
                              "codes (protein given as nucleotides?)", record=block.take([i]).ids()[0])
-        # duplicate IDs
-        h = hash_ids(block)
-        dup = self.ids.contains(h)
-        order = np.argsort(h, kind="stable")
-        dup[order[1:]] |= h[order[1:]] == h[order[:-1]]
-        if dup.any():
+        # duplicate IDs: sorted hashes make both the in-block check and the set lookups cheap
+        h = np.sort(hash_ids(block))
+        if len(h) and ((h[1:] == h[:-1]).any() or self.ids.contains(h).any()):
+            h = hash_ids(block)  # a duplicate: name the first repeated record in input order
+            dup = self.ids.contains(h)
+            order = np.argsort(h, kind="stable")
+            dup[order[1:]] |= h[order[1:]] == h[order[:-1]]
             rid = block.take([int(np.flatnonzero(dup)[0])]).ids()[0]
             raise InputError(self.path, "duplicate record ID (outputs would collide)", record=rid)
         self.ids.add(h)
@@ -479,62 +546,110 @@ class FrameBlock:
         return [raw[o[i]:o[i + 1]] for i in range(len(self))]
 
 
+@dataclass
+class _FramePlan:
+    """Where the kept frames of a block of chunks lie in the block's buffers (output order).
+
+    ``kept`` is ``6 * chunk + frame`` (frame 0..5 indexes FRAME_LABELS). A frame's nucleotides are ``nuc_len``
+    bases of ``sbuf`` from ``nuc_start``, read upwards, or downwards and complemented where ``rev``; its
+    codons are ``n_cod`` entries of ``idx`` (the codon index of every ``sbuf`` position, at offset
+    ``_SRC_PAD``) from ``cod_start`` with a step of 3 (-3 where ``rev``), of which ``n_skip`` are not one of
+    the 64 codons and give no amino acid.
+    """
+
+    kept: np.ndarray
+    rev: np.ndarray
+    nuc_start: np.ndarray
+    nuc_len: np.ndarray
+    cod_start: np.ndarray
+    n_cod: np.ndarray
+    n_skip: np.ndarray
+    idx: np.ndarray
+
+    @property
+    def prot_len(self) -> np.ndarray:
+        return self.n_cod - self.n_skip
+
+
+_FRAME_SHIFT = np.array([0, 1, 2, 0, 1, 2])
+_FRAME_REV = np.array([False, False, False, True, True, True])
+
+
+def _plan_frames(block: RecordBlock, chunks: ChunkBlock) -> _FramePlan:
+    """Find every chunk's frames with a non-empty, stop-free protein, without translating them.
+
+    Every position of the sequence buffer gets one codon index (over the codes of ``_CODE``), from which a
+    lookup table gives, for the codon read forward and for the reverse-complement codon ending there, whether
+    it is a stop and whether it is a real codon. Prefix sums of those flags, laid out phase by phase, give each
+    frame's stop and skipped-codon counts without touching codons one by one.
+    """
+    T = len(block.sbuf)
+    codes = _codes(block)
+    P = _SRC_PAD
+    idx = np.zeros(P + T + P, dtype=np.uint8)
+    body = idx[P:]
+    n = len(body)
+    np.multiply(codes[:n], 36, out=body)
+    body += codes[1:n + 1] * np.uint8(6)
+    body += codes[2:n + 2]
+    rows = T // 3 + 1
+    cum = np.empty(3 * rows + 1, dtype=np.uint32)  # flags, phase after phase, then their prefix sums in place
+    cum[0] = 0
+    np.take(_FLAGS, body[:3 * rows].reshape(rows, 3).T, out=cum[1:].reshape(3, rows), mode="clip")  # unbuffered
+    np.cumsum(cum[1:], dtype=np.uint32, out=cum[1:])
+
+    s = chunks.start[:, None]
+    L = chunks.length[:, None]
+    ncod = np.maximum((L - _FRAME_SHIFT) // 3, 0)
+    end = s + L - _FRAME_SHIFT
+    low = np.where(_FRAME_REV, end - 3 * ncod, s + _FRAME_SHIFT)  # lowest codon start of each frame
+    base = low % 3 * rows + low // 3
+    d = cum[base + ncod] - cum[base]
+    d[:, 3:] >>= np.uint32(16)  # reverse frames: the reverse-complement counters
+    n_skip = d >> np.uint32(8)
+    n_skip &= np.uint32(0xFF)
+    keep = (ncod > n_skip) & (d & np.uint32(0xFF) == 0)
+    kept = np.flatnonzero(keep)
+
+    rev = kept % 6 >= 3
+    ncod, n_skip, low, end = (x.ravel()[kept] for x in (ncod, n_skip, low, end))
+    n_skip = n_skip.astype(np.int64)
+    return _FramePlan(kept=kept, rev=rev, nuc_start=np.where(rev, end - 1, low),
+                      nuc_len=np.minimum(1 + 3 * (ncod - n_skip), chunks.length[kept // 6] - kept % 3),
+                      cod_start=np.where(rev, low + 3 * (ncod - 1), low), n_cod=ncod, n_skip=n_skip, idx=idx)
+
+
+def _codon_positions(plan: _FramePlan, sel) -> np.ndarray:
+    """Positions (in ``plan.idx``) of every codon of the frames ``sel``, frame after frame, in reading order."""
+    n = plan.n_cod[sel]
+    step = np.where(plan.rev[sel], -3, 3)
+    within = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(_offsets(n)[:-1], n)
+    return np.repeat(plan.cod_start[sel] + _SRC_PAD, n) + np.repeat(step, n) * within
+
+
+def _proteins_with_skips(plan: _FramePlan, sel) -> np.ndarray:
+    """Proteins of the frames ``sel``, concatenated: each codon translated, codons that are not real dropped."""
+    pos = _codon_positions(plan, sel)
+    codon = plan.idx[pos]
+    aa = np.where(np.repeat(plan.rev[sel], plan.n_cod[sel]), _AA_R[codon], _AA_F[codon])
+    return aa[aa != 0]
+
+
 def frames_of_chunks(block: RecordBlock, chunks: ChunkBlock) -> FrameBlock:
     """Translate every chunk in six frames and keep the frames with a non-empty, stop-free protein.
 
-    Every position of the sequence buffer gets one codon index over the alphabet {A,C,G,T,other}
-    (125 values), from which lookup tables give, for the codon read forward and for the reverse-complement
-    codon ending there, whether it is a stop and whether it is a real codon. Per-phase prefix sums of
-    those flags give each frame's stop and skipped-codon counts without touching codons one by one;
-    only the kept frames are then translated.
+    The frames are found by :func:`_plan_frames`; only the kept ones are then translated.
     """
+    plan = _plan_frames(block, chunks)
     buf = block.sbuf
     T = len(buf)
-    c = np.empty(T + 2, dtype=np.uint8)
-    np.take(_C5, buf, out=c[:T])
-    c[T:] = 4
-    idx = c[:-2] * np.uint8(25)
-    idx += c[1:-1] * np.uint8(5)
-    idx += c[2:]
-    rows = -(-T // 3)
-    cum = np.zeros((3, rows + 1), dtype=np.uint32)
-    for r in range(3):
-        phase = np.take(_FLAGS, idx[r::3])
-        np.cumsum(phase, out=cum[r, 1:len(phase) + 1])
-        cum[r, len(phase) + 1:] = cum[r, len(phase)]
-
-    C = len(chunks)
-    f = np.tile(np.arange(3, dtype=np.int64), 2 * C)
-    rev = np.tile(np.repeat(np.array([False, True]), 3), C)
-    cstart = np.repeat(chunks.start, 6)
-    clen = np.repeat(chunks.length, 6)
-    ncod = np.maximum((clen - f) // 3, 0)
-    # lowest codon start (forward coordinates) of each frame; reverse frames read downwards from the end
-    low = np.where(rev, cstart + clen - f - 3 * ncod, cstart + f)
-    low_c = np.maximum(low, 0)
-    d = cum[low_c % 3, low_c // 3 + ncod] - cum[low_c % 3, low_c // 3]
-    d = np.where(rev, d >> np.uint32(16), d)
-    n_stop = (d & np.uint32(0xFF)).astype(np.int64)
-    n_skip = ((d >> np.uint32(8)) & np.uint32(0xFF)).astype(np.int64)
-    keep = (ncod > n_skip) & (n_stop == 0)
-
-    kf, kr, kn = f[keep], rev[keep], ncod[keep]
-    first = np.where(kr, cstart[keep] + clen[keep] - 3 - kf, low[keep])  # codon order start
-    cpos = np.repeat(first, kn) + np.repeat(np.where(kr, -3, 3), kn) * (
-        np.arange(int(kn.sum()), dtype=np.int64) - np.repeat(_offsets(kn)[:-1], kn))
-    aa = _AA2[np.repeat(kr, kn).astype(np.intp) * 125 + idx[cpos]]
-    real = aa != 0
-    plen = kn - n_skip[keep]
-    prot = aa[real]
-    nlen = np.minimum(1 + 3 * plen, clen[keep] - kf)
-    nstart = np.where(kr, T + (cstart[keep] + clen[keep] - 1 - kf), cstart[keep] + kf)
-    both = np.concatenate((_UPPER[buf], _COMP_UPPER[buf]))
-    nuc = gather(both, nstart, nlen, reverse=kr)
-    fr = np.flatnonzero(keep)
-    chunk_of_frame = fr // 6
+    raw = buf.tobytes()
+    both = np.frombuffer(raw.translate(_UPPER_TAB) + raw.translate(_COMP_UPPER_TAB), dtype=np.uint8)
+    nuc = gather(both, np.where(plan.rev, T + plan.nuc_start, plan.nuc_start), plan.nuc_len, reverse=plan.rev)
+    chunk_of_frame = plan.kept // 6
     return FrameBlock(record=chunks.record[chunk_of_frame], chunk=(chunks.k[chunk_of_frame] + 1).astype(np.int32),
-                      frame=(fr % 6).astype(np.int8), nuc=nuc, nuc_off=_offsets(nlen), prot=prot,
-                      prot_off=_offsets(plen))
+                      frame=(plan.kept % 6).astype(np.int8), nuc=nuc, nuc_off=_offsets(plan.nuc_len),
+                      prot=_proteins_with_skips(plan, slice(None)), prot_off=_offsets(plan.prot_len))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -542,35 +657,155 @@ def frames_of_chunks(block: RecordBlock, chunks: ChunkBlock) -> FrameBlock:
 # --------------------------------------------------------------------------------------------------
 
 
-def _number_table(max_n: int) -> tuple[np.ndarray, np.ndarray]:
-    text = "".join(str(i) for i in range(max_n + 1)).encode()
-    lens = np.array([len(str(i)) for i in range(max_n + 1)], dtype=np.int64)
-    return np.frombuffer(text, dtype=np.uint8), _offsets(lens)
+def _windows(src: np.ndarray, width: int, step: int = 1) -> tuple[np.ndarray, int]:
+    """A view ``V`` with ``V[k, t] = src[k + shift + step * t]`` for every ``k`` it has, and ``shift``.
 
-
-def fasta_bytes(block: RecordBlock, record: np.ndarray, chunk: np.ndarray, frame: np.ndarray | None,
-                seq: np.ndarray, seq_start: np.ndarray, seq_len: np.ndarray) -> bytes:
-    """``>{id}_chunk_{chunk}{label}\\n{seq}\\n`` for each entry (label omitted when ``frame`` is None).
-
-    Sequence i is ``seq[seq_start[i]:seq_start[i] + seq_len[i]]``.
+    Row ``s - shift`` is the ``width`` elements read from ``src[s]`` with the given step; only rows whose
+    elements all lie inside ``src`` exist (so fancy indexing is bounds-checked).
     """
-    n = len(record)
-    if n == 0:
-        return b""
-    const = np.frombuffer(b">_chunk_\nF1F2F3R1R2R3", dtype=np.uint8)
-    nums, num_off = _number_table(int(chunk.max()))
-    src = np.concatenate((const, nums, block.hbuf, seq))
-    o_ids = len(const) + len(nums)
-    o_seq = o_ids + len(block.hbuf)
-    one = np.ones(n, np.int64)
-    starts = [0 * one, o_ids + block.hdr_start[record], one, len(const) + num_off[:-1][chunk]]
-    lens = [one, block.id_len[record], 7 * one, np.diff(num_off)[chunk]]
-    if frame is not None:
-        starts.append(9 + 2 * frame.astype(np.int64))
-        lens.append(2 * one)
-    starts += [8 * one, o_seq + seq_start, 8 * one]
-    lens += [one, seq_len, one]
-    return gather(src, np.stack(starts, axis=1).ravel(), np.stack(lens, axis=1).ravel()).tobytes()
+    span = abs(step) * (width - 1)
+    shift = span if step < 0 else 0
+    view = np.lib.stride_tricks.as_strided(src[shift:], shape=(max(len(src) - span, 0), width),
+                                           strides=(src.strides[0], step * src.strides[0]))
+    return view, shift
+
+
+def _groups(key: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+    """``(value, selection)`` for each distinct value of ``key`` (a plain slice when there is only one)."""
+    if not len(key):
+        return []
+    if (key == key[0]).all():
+        return [(int(key[0]), slice(None))]
+    order = np.argsort(key)
+    sk = key[order]
+    cut = [0, *(np.flatnonzero(sk[1:] != sk[:-1]) + 1).tolist(), len(key)]
+    return [(int(sk[a]), order[a:b]) for a, b in zip(cut[:-1], cut[1:])]
+
+
+def _put(out: np.ndarray, pos, length, room, src: np.ndarray, start, step: int = 1, table: bytes | None = None):
+    """``out[pos_i + t] = src[start_i + step * t]`` for ``t < length_i`` (mapped through ``table`` if given).
+
+    Segments move as rows of fixed-width window views, one fancy-indexing copy per width (memcpy speed,
+    instead of an index per byte). So that segments of similar lengths share a width, a row may be copied up
+    to ``min(room_i, _PAD - 1)`` bytes longer than its segment: ``room_i`` bytes after segment i must be
+    written later (or be spare). ``src`` must be readable that far past each segment (before it if step < 0).
+    """
+    if not len(length):
+        return
+    lmax = int(length.max())
+    q = min(int(room.min()) + 1, _PAD)
+    width = lmax - (lmax - length) // q * q  # from length_i up to length_i + q - 1
+    for w, sel in _groups(width):
+        if w == 0:
+            continue
+        rows_src, shift = _windows(src, w, step)
+        first = start[sel] - shift
+        if first.min() < 0:  # a negative row index would silently wrap around
+            raise ValueError("window source lacks padding")
+        rows = rows_src[first]
+        if table is not None:
+            rows = np.frombuffer(rows.tobytes().translate(table), dtype=np.uint8).reshape(rows.shape)
+        _windows(out, w)[0][pos[sel]] = rows
+
+
+@dataclass
+class _Headers:
+    """Header lines ``>{id}_chunk_{k}{label}\\n`` of FASTA entries: ``width`` per entry and, per distinct
+    width, ``(width, selection, rows)`` with the lines as rows of a 2-D array."""
+
+    width: np.ndarray
+    classes: list
+
+
+_POW10 = 10 ** np.arange(1, 19, dtype=np.int64)
+_TAG = np.frombuffer(b"_chunk_", dtype=np.uint8)
+_LABELS = np.frombuffer("".join(FRAME_LABELS).encode(), dtype=np.uint8).reshape(6, 2)
+
+
+def _headers(block: RecordBlock, record: np.ndarray, k: np.ndarray, frame: np.ndarray | None = None) -> _Headers:
+    """The header lines for entries (record, 1-based chunk number ``k``, frame label if ``frame`` is given).
+
+    Entries are grouped by (ID length, digits of ``k``); each group's lines are built column block by column
+    block: '>', the IDs as window rows of the header buffer, '_chunk_', digits, label, '\\n'.
+    """
+    id_len = block.id_len[record]
+    digits = np.searchsorted(_POW10, k, side="right") + 1
+    label = 0 if frame is None else 2
+    classes = []
+    for key, sel in _groups(id_len * 32 + digits):
+        i, d = key // 32, key % 32
+        w = i + d + 9 + label
+        kk = k[sel]
+        rows = np.empty((len(kk), w), dtype=np.uint8)
+        rows[:, 0] = 62
+        if i:
+            ids, _ = _windows(block.hbuf, i)
+            rows[:, 1:1 + i] = ids[block.hdr_start[record[sel]]]
+        rows[:, 1 + i:8 + i] = _TAG
+        for j in range(7 + i + d, 7 + i, -1):
+            rows[:, j] = kk % 10 + 48
+            kk = kk // 10
+        if label:
+            rows[:, 8 + i + d:10 + i + d] = _LABELS[frame[sel]]
+        rows[:, -1] = 10
+        classes.append((w, sel, rows))
+    return _Headers(width=id_len + digits + (9 + label), classes=classes)
+
+
+def _fasta(headers: _Headers, seq_len: np.ndarray, parts) -> np.ndarray:
+    """FASTA text, one ``{header line}{sequence}\\n`` per entry, as a uint8 array.
+
+    ``parts`` are ``(selection, src, start, step, table)``: where the sequences of the selected entries come
+    from (see :func:`_put`). Sequences are copied first, with the header lines and line breaks after them
+    as the room that lets their copies overrun.
+    """
+    n = len(seq_len)
+    off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(headers.width + seq_len + 1, out=off[1:])
+    total = int(off[-1])
+    out = np.empty(total + _PAD, dtype=np.uint8)
+    seq_pos = off[:-1] + headers.width
+    room = np.empty(n, dtype=np.int64)
+    room[:-1] = headers.width[1:] + 1
+    room[-1:] = _PAD
+    for sel, src, start, step, table in parts:
+        _put(out, seq_pos[sel], seq_len[sel], room[sel], src, start, step, table)
+    for w, sel, rows in headers.classes:
+        _windows(out, w)[0][off[:-1][sel]] = rows
+    out[seq_pos + seq_len] = 10
+    return out[:total]
+
+
+def _padded(a: np.ndarray) -> np.ndarray:
+    """``a`` with ``_SRC_PAD`` zero bytes on each side."""
+    out = np.zeros(len(a) + 2 * _SRC_PAD, dtype=np.uint8)
+    out[_SRC_PAD:_SRC_PAD + len(a)] = a
+    return out
+
+
+def _write_block(block: RecordBlock, chunks: ChunkBlock, f_chunks, f_nuc, f_prot) -> int:
+    """Append a block's chunks and kept frames to the three files; return the number of kept frames."""
+    P = _SRC_PAD
+    src = _padded(block.sbuf)
+    f_chunks.write(_fasta(_headers(block, chunks.record, chunks.k + 1), chunks.length,
+                          [(slice(None), src, P + chunks.start, 1, None)]))
+    plan = _plan_frames(block, chunks)
+    if not len(plan.kept):
+        return 0
+    chunk_of_frame = plan.kept // 6
+    headers = _headers(block, chunks.record[chunk_of_frame], chunks.k[chunk_of_frame] + 1, plan.kept % 6)
+    fwd, rev = np.flatnonzero(~plan.rev), np.flatnonzero(plan.rev)
+    f_nuc.write(_fasta(headers, plan.nuc_len, [(fwd, src, P + plan.nuc_start[fwd], 1, _UPPER_TAB),
+                                                (rev, src, P + plan.nuc_start[rev], -1, _COMP_UPPER_TAB)]))
+    skips = plan.n_skip > 0
+    fwd, rev, some = np.flatnonzero(~plan.rev & ~skips), np.flatnonzero(plan.rev & ~skips), np.flatnonzero(skips)
+    parts = [(fwd, plan.idx, P + plan.cod_start[fwd], 3, _AA_F_TAB),
+             (rev, plan.idx, P + plan.cod_start[rev], -3, _AA_R_TAB)]
+    if len(some):
+        prot = np.concatenate((_proteins_with_skips(plan, some), np.zeros(_PAD, dtype=np.uint8)))
+        parts.append((some, prot, _offsets(plan.prot_len[some])[:-1], 1, None))
+    f_prot.write(_fasta(headers, plan.prot_len, parts))
+    return len(plan.kept)
 
 
 @dataclass
@@ -611,16 +846,9 @@ def prepare(input_path, chunk_size: int, out_dir, block_bytes: int = DEFAULT_BLO
                 open(tmp / "identified_protein.faa", "wb") as f_prot:
             for block in iter_record_blocks(input_path, block_bytes, validator):
                 chunks = chunk_block(block, chunk_size)
-                frames = frames_of_chunks(block, chunks)
-                f_chunks.write(fasta_bytes(block, chunks.record, chunks.k + 1, None, block.sbuf, chunks.start,
-                                           chunks.length))
-                f_nuc.write(fasta_bytes(block, frames.record, frames.chunk, frames.frame, frames.nuc,
-                                        frames.nuc_off[:-1], np.diff(frames.nuc_off)))
-                f_prot.write(fasta_bytes(block, frames.record, frames.chunk, frames.frame, frames.prot,
-                                         frames.prot_off[:-1], np.diff(frames.prot_off)))
+                stats.frames += _write_block(block, chunks, f_chunks, f_nuc, f_prot)
                 stats.bases += int(block.seq_len.sum())
                 stats.chunks += len(chunks.length)
-                stats.frames += len(frames)
         stats.records = validator.records
         stats.empty_records = validator.empty_records
         stats.seconds = time.perf_counter() - t0
