@@ -77,3 +77,38 @@ def test_shipped_demo_classifier_is_reproduced_by_train(tmp_path):
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb
         torch.testing.assert_close(va, vb, atol=1e-5, rtol=1e-4)
+
+
+def test_train_on_genbank_with_cds_filter(tmp_path):
+    """GenBank input: --cds-filter keeps only frames whose protein lies in an annotated CDS translation."""
+    from Bio.Seq import Seq
+    from Bio.SeqFeature import FeatureLocation, SeqFeature
+    from Bio.SeqIO import write
+    from Bio.SeqRecord import SeqRecord
+
+    from virnucpro_kernel.sequences import read_fasta_pairs
+
+    demo = ROOT / "virnucpro_kernel" / "data" / "demo"
+    paths = {}
+    for name in ("virus", "host"):
+        recs = []
+        for rid, seq in read_fasta_pairs(demo / f"{name}.fa")[:2]:
+            seq = seq[:6000]
+            rec = SeqRecord(Seq(seq), id=rid, name=rid[:16], annotations={"molecule_type": "DNA"})
+            for start in range(0, len(seq) - 900, 900):  # annotate a few CDS with their forward translations
+                prot = str(Seq(seq[start:start + 900]).translate())
+                rec.features.append(SeqFeature(FeatureLocation(start, start + 900), type="CDS",
+                                               qualifiers={"translation": [prot]}))
+            recs.append(rec)
+        paths[name] = tmp_path / f"{name}.gb"
+        write(recs, paths[name], "genbank")
+    out = tmp_path / "m.safetensors"
+    r = run_cli("train", "--virus", paths["virus"], "--host", paths["host"], "--chunk-size", "300", "--out", out,
+                "--profile", "demo", "--max-epochs", "5", "--cds-filter")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    unfiltered = run_cli("train", "--virus", paths["virus"], "--host", paths["host"], "--chunk-size", "300",
+                         "--out", tmp_path / "all.safetensors", "--profile", "demo", "--max-epochs", "5")
+    assert unfiltered.returncode == 0, unfiltered.stderr
+    full = json.loads((tmp_path / "all.metrics.json").read_text())
+    assert 0 < metrics["training_data"]["virus"]["frames"] < full["training_data"]["virus"]["frames"]

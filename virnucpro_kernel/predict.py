@@ -217,6 +217,10 @@ def run(args, gpus: int) -> int:
     if monitor is not None:
         monitor.stop()
         gpu_summary = monitor.summary()
+        for idx, g in (gpu_summary.get("per_gpu") or {}).items():
+            log.info("GPU %s busy (utilisation >= 50%%) in %.1f%% of samples, mean utilisation %.1f%%, "
+                     "memory max %.1f GB; log %s", idx, 100 * (g.get("busy_fraction") or 0),
+                     g.get("util_mean") or 0, g.get("mem_max_gb") or 0, gpu_summary.get("log"))
     if not info.is_main:
         coord.close()
         return 0
