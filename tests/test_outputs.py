@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 
 from virnucpro_kernel import outputs
 from virnucpro_kernel.outputs import (
+    FRAME_COLUMNS,
+    FRAME_NAMES,
+    OutputWriter,
     chunk_table,
     format_float32,
     read_frames_parquet,
@@ -459,3 +462,58 @@ def test_write_outputs_validates_before_writing(tmp_path):
     with pytest.raises(ValueError, match="one row per frame"):
         write_outputs(tmp_path, FRAMES, RECORDS, threshold=0.5, features=np.zeros((2, 3), dtype=np.float32))
     assert os.listdir(tmp_path) == []
+
+
+def _random_tables(seed=7, n_records=60):
+    rng = np.random.default_rng(seed)
+    rec_rows, frame_rows = [], []
+    for r in range(n_records):
+        rid = f"rec{rng.integers(0, 10**6)}_{r}"
+        n_chunks = int(rng.integers(1, 14))
+        rec_rows.append((r, rid, int(n_chunks * 300 - rng.integers(0, 200)), n_chunks))
+        if rng.random() < 0.15:
+            continue  # a record without frames
+        for c in range(1, n_chunks + 1):
+            for fr in FRAME_NAMES:
+                if rng.random() < 0.4:
+                    p = np.float32(rng.random())
+                    frame_rows.append((r, rid, c, fr, np.float32(1) - p, p))
+    records = pd.DataFrame(rec_rows, columns=["record_index", "sequence_id", "length", "chunks"])
+    frames = pd.DataFrame(frame_rows, columns=list(FRAME_COLUMNS))
+    frames["chunk"] = frames["chunk"].astype(np.int32)
+    for c in ("p_others", "p_virus"):
+        frames[c] = frames[c].astype(np.float32)
+    return frames, records
+
+
+def test_unit_by_unit_writer_equals_whole_table_writer(tmp_path):
+    frames, records = _random_tables()
+    features = np.random.default_rng(1).random((len(frames), 5), dtype=np.float32)
+    seqs = {rid: "ACGT" * (n // 4) + "A" * (n % 4) for rid, n in zip(records["sequence_id"], records["length"])}
+    records_iter = lambda: ((rid, f"{rid} desc", seqs[rid]) for rid in records["sequence_id"])  # noqa: E731
+    write_outputs(tmp_path / "whole", frames, records, threshold=0.5, records_iter=records_iter(),
+                  features=features, run_info={"x": 1})
+    writer = OutputWriter(tmp_path / "parts", threshold=0.5, records_iter=records_iter(), run_rows=37)
+    bounds = [0, 5, 6, 23, 40, 60]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        part = records.iloc[a:b]
+        sel = frames["record_index"].isin(part["record_index"]).to_numpy()
+        writer.add(frames[sel].reset_index(drop=True), part.reset_index(drop=True), features[sel])
+    summary = writer.close({"x": 1})
+    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "sequences.tsv", "viral.fa"):
+        assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    a, fa = read_frames_parquet(tmp_path / "whole" / "frames.parquet")
+    b, fb = read_frames_parquet(tmp_path / "parts" / "frames.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    np.testing.assert_array_equal(fa, fb)
+    whole = json.loads((tmp_path / "whole" / "run.json").read_text())["outputs"]
+    assert summary["calls"] == whole["calls"] and summary["frames"] == whole["frames"]
+    assert not [p for p in (tmp_path / "parts").iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_unit_by_unit_writer_abort_leaves_nothing(tmp_path):
+    frames, records = _random_tables(n_records=5)
+    writer = OutputWriter(tmp_path / "o", threshold=0.5)
+    writer.add(frames, records)
+    writer.abort()
+    assert list((tmp_path / "o").iterdir()) == []

@@ -36,8 +36,10 @@ import contextlib
 import datetime as _dt
 import json
 import math
+import heapq
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -250,16 +252,24 @@ def write_prediction_results(frames: pd.DataFrame, path: str | os.PathLike) -> N
     """The original's ``prediction_results.txt``: one row per frame, in the order of ``frames``."""
     _check_frames(frames)
     with atomic_open(path, "wb") as f:
-        f.write(b"Sequence_ID\tPrediction\tscore1\tscore2\n")
-        for rows in _blocks(len(frames)):
-            block = frames.iloc[rows]
-            p_others = np.asarray(block["p_others"], dtype=np.float32)
-            p_virus = np.asarray(block["p_virus"], dtype=np.float32)
-            label = pc.if_else(pa.array(p_virus > p_others), _VIRUS, _OTHERS)
-            lines = pc.binary_join_element_wise(
-                _frame_ids(block), label, format_float32(p_others), format_float32(p_virus), _text("\t")
-            )
-            _write_lines(f, pc.binary_join_element_wise(lines, _text("\n"), _text("")))
+        f.write(PREDICTION_HEADER)
+        _write_prediction_rows(f, frames)
+
+
+PREDICTION_HEADER = b"Sequence_ID\tPrediction\tscore1\tscore2\n"
+HIGHESTSCORE_HEADER = b"Modified_ID\tIs_Virus\n"
+
+
+def _write_prediction_rows(f, frames: pd.DataFrame) -> None:
+    for rows in _blocks(len(frames)):
+        block = frames.iloc[rows]
+        p_others = np.asarray(block["p_others"], dtype=np.float32)
+        p_virus = np.asarray(block["p_virus"], dtype=np.float32)
+        label = pc.if_else(pa.array(p_virus > p_others), _VIRUS, _OTHERS)
+        lines = pc.binary_join_element_wise(
+            _frame_ids(block), label, format_float32(p_others), format_float32(p_virus), _text("\t")
+        )
+        _write_lines(f, pc.binary_join_element_wise(lines, _text("\n"), _text("")))
 
 
 def chunk_table(frames: pd.DataFrame) -> pd.DataFrame:
@@ -309,11 +319,16 @@ def _run_starts_strings(ids: pa.Array) -> np.ndarray:
 
 def write_highestscore(frames: pd.DataFrame, path: str | os.PathLike) -> None:
     """The original's ``prediction_results_highestscore.csv`` (tab-separated): ``Modified_ID	Is_Virus``."""
+    with atomic_open(path, "wb") as f:
+        f.write(HIGHESTSCORE_HEADER)
+        _write_lines(f, _highestscore_lines(frames))
+
+
+def _highestscore_lines(frames: pd.DataFrame) -> pa.Array:
+    """``{Modified_ID}\\t{True|False}\\n`` per chunk ID, sorted by chunk ID."""
     ids, max_others, max_virus = _chunk_maxima(frames)
     verdict = pc.if_else(pa.array(max_virus >= max_others), _TRUE_LINE, _FALSE_LINE)
-    with atomic_open(path, "wb") as f:
-        f.write(b"Modified_ID\tIs_Virus\n")
-        _write_lines(f, pc.binary_join_element_wise(ids, verdict, _text("\t")))
+    return pc.binary_join_element_wise(ids, verdict, _text("\t"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,31 +458,38 @@ def write_viral_fasta(
     sequence are skipped (they have no row in ``calls``); every other record is matched to the next row of
     ``calls``, and its ID and length must agree with that row.
     """
+    records_iter = iter(records_iter)
+    with atomic_open(path, "w") as f:
+        written = _write_viral_records(f, records_iter, calls)
+        for sequence_id, _, sequence in records_iter:
+            if len(sequence):
+                raise ValueError(f"record {sequence_id!r} has no row in the calls table")
+    return written
+
+
+def _write_viral_records(f, records_iter: Iterator[tuple[str, str, str]], calls: pd.DataFrame) -> int:
+    """Consume the records of ``calls`` (and the empty ones among them) from ``records_iter``; write the viral ones."""
     ids = calls["sequence_id"].tolist()
     lengths = np.asarray(calls["length"], dtype=np.int64)
     is_virus = (calls["call"] == "virus").to_numpy()
-    row = 0
     written = 0
-    with atomic_open(path, "w") as f:
+    for row in range(len(ids)):
         for sequence_id, description, sequence in records_iter:
-            if len(sequence) == 0:
-                continue
-            if row >= len(ids):
-                raise ValueError(f"record {sequence_id!r} has no row in the calls table")
-            if sequence_id != ids[row] or len(sequence) != lengths[row]:
-                raise ValueError(
-                    f"record {sequence_id!r} (length {len(sequence)}) does not match row {row} of the calls "
-                    f"table ({ids[row]!r}, length {lengths[row]})"
-                )
-            if is_virus[row]:
-                f.write(f">{description}\n")
-                for start in range(0, len(sequence), FASTA_LINE_WIDTH):
-                    f.write(sequence[start : start + FASTA_LINE_WIDTH])
-                    f.write("\n")
-                written += 1
-            row += 1
-        if row != len(ids):
+            if len(sequence):
+                break
+        else:
             raise ValueError(f"the records ended after {row} of the {len(ids)} rows of the calls table")
+        if sequence_id != ids[row] or len(sequence) != lengths[row]:
+            raise ValueError(
+                f"record {sequence_id!r} (length {len(sequence)}) does not match row {row} of the calls "
+                f"table ({ids[row]!r}, length {lengths[row]})"
+            )
+        if is_virus[row]:
+            f.write(f">{description}\n")
+            for start in range(0, len(sequence), FASTA_LINE_WIDTH):
+                f.write(sequence[start : start + FASTA_LINE_WIDTH])
+                f.write("\n")
+            written += 1
     return written
 
 
@@ -481,6 +503,12 @@ def write_frames_parquet(frames: pd.DataFrame, path: str | os.PathLike, features
     ``features``, one more column ``features`` of type ``fixed_size_list<float32>[D]``: one column instead of
     D (3,328) keeps the file's metadata small and reads back as one contiguous (n, D) array without copies
     per column. D is also stored in the schema metadata (``virnucpro.features_dim``)."""
+    table = _frames_table(frames, features)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _frames_table(frames: pd.DataFrame, features: np.ndarray | None) -> pa.Table:
     _check_frames(frames)
     n = len(frames)
     chunk_ids = _chunk_ids(frames)
@@ -500,9 +528,7 @@ def write_frames_parquet(frames: pd.DataFrame, path: str | os.PathLike, features
         dim = features.shape[1]
         columns["features"] = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), dim)
         metadata[b"virnucpro.features_dim"] = str(dim).encode()
-    table = pa.table(columns).replace_schema_metadata(metadata)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    return pa.table(columns).replace_schema_metadata(metadata)
 
 
 def _check_features(features: np.ndarray, n_frames: int) -> np.ndarray:
@@ -611,3 +637,127 @@ def write_outputs(
     })
     write_run_json(out / RUN_JSON, info)
     return calls
+
+
+# --------------------------------------------------------------------------------------------------
+# Unit by unit: the same files with one work unit in memory at a time
+# --------------------------------------------------------------------------------------------------
+
+class OutputWriter:
+    """Writes the files of :func:`write_outputs` from consecutive parts of the input (``predict``'s work units),
+    holding one part in memory at a time. Parts must hold whole records, in input order, and record IDs must be
+    distinct across parts (the input validation guarantees both), so every chunk ID is in one part.
+
+    The highest-score table is sorted by chunk ID over the whole input: each part's rows are sorted and
+    collected into sorted runs on disk (``run_rows`` rows each), merged at :meth:`close`. The result is
+    byte-identical to :func:`write_outputs` on the concatenated tables (a test holds them together).
+
+        writer = OutputWriter(out_dir, threshold=0.5, records_iter=records)
+        for frames, records, features in parts:
+            writer.add(frames, records, features)
+        writer.close(run_info)
+    """
+
+    def __init__(self, out_dir, *, threshold: float, records_iter=None, run_rows: int = 1 << 20):
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.threshold = threshold
+        self.records_iter = iter(records_iter) if records_iter is not None else None
+        self.run_rows = run_rows
+        self._stack = contextlib.ExitStack()
+        self._tmp = {name: self._stack.enter_context(atomic_path(self.out / name))
+                     for name in (PREDICTION_RESULTS, HIGHESTSCORE, SEQUENCES_TSV, FRAMES_PARQUET)
+                     + ((VIRAL_FASTA,) if records_iter is not None else ())}
+        self._pred = self._stack.enter_context(open(self._tmp[PREDICTION_RESULTS], "wb"))
+        self._pred.write(PREDICTION_HEADER)
+        self._seqs = self._stack.enter_context(open(self._tmp[SEQUENCES_TSV], "w", newline=""))
+        self._viral = (self._stack.enter_context(open(self._tmp[VIRAL_FASTA], "w"))
+                       if records_iter is not None else None)
+        self._runs_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix=".chunk-runs-",
+                                                                                     dir=self.out)))
+        self._runs: list[Path] = []
+        self._pending: list[pa.Array] = []
+        self._pending_rows = 0
+        self._parquet = None
+        self._schema = None
+        self._first = True
+        self.counts = {"records": 0, "frames": 0, "chunks_with_frames": 0, "viral_fasta_records": 0,
+                       "calls": {"virus": 0, "others": 0, "no_frames": 0}}
+        self.features_saved = False
+
+    def add(self, frames: pd.DataFrame, records: pd.DataFrame, features: np.ndarray | None = None) -> pd.DataFrame:
+        """Write one part; returns its per-sequence calls."""
+        calls = sequence_calls(frames, records, self.threshold)
+        _write_prediction_rows(self._pred, frames)
+        calls.loc[:, list(SEQUENCE_COLUMNS)].to_csv(self._seqs, sep="\t", index=False, na_rep="",
+                                                     lineterminator="\n", header=self._first)
+        self._first = False
+        if self._viral is not None:
+            self.counts["viral_fasta_records"] += _write_viral_records(self._viral, self.records_iter, calls)
+        if len(frames):
+            lines = _highestscore_lines(frames)
+            self._pending.append(lines)
+            self._pending_rows += len(lines)
+            if self._pending_rows >= self.run_rows:
+                self._spill()
+            table = _frames_table(frames, features)
+            if self._parquet is None:
+                self._schema = table.schema
+                self._parquet = pq.ParquetWriter(self._tmp[FRAMES_PARQUET], table.schema, compression="zstd")
+            self._parquet.write_table(table.cast(self._schema))
+            self.features_saved |= features is not None
+        self.counts["records"] += len(calls)
+        self.counts["frames"] += len(frames)
+        self.counts["chunks_with_frames"] += int(calls["chunks_with_frames"].sum())
+        for name, k in calls["call"].value_counts().items():
+            self.counts["calls"][name] += int(k)
+        return calls
+
+    def _spill(self):
+        """Sort the pending chunk rows and write them as one sorted run."""
+        if not self._pending:
+            return
+        lines = pa.concat_arrays(self._pending)
+        ids = pc.replace_substring_regex(lines, r"\t(True|False)\n$", "")  # sort by the chunk ID
+        lines = lines.take(pc.sort_indices(ids))
+        path = self._runs_dir / f"run_{len(self._runs):06d}.txt"
+        with open(path, "wb") as f:
+            _write_lines(f, lines)
+        self._runs.append(path)
+        self._pending, self._pending_rows = [], 0
+
+    def close(self, run_info: dict | None = None) -> dict:
+        """Finish every file, move them into place and write ``run.json`` last. Returns the counts."""
+        try:
+            if self._viral is not None:
+                for sequence_id, _, sequence in self.records_iter:
+                    if len(sequence):
+                        raise ValueError(f"record {sequence_id!r} has no row in the calls table")
+            self._spill()
+            with open(self._tmp[HIGHESTSCORE], "wb") as f:
+                f.write(HIGHESTSCORE_HEADER)
+                handles = [self._stack.enter_context(open(p, "rb")) for p in self._runs]
+                f.writelines(heapq.merge(*handles, key=lambda line: line.rsplit(b"\t", 1)[0]))
+            if self._parquet is None:  # no frame at all: an empty table
+                pq.write_table(_frames_table(pd.DataFrame({c: [] for c in FRAME_COLUMNS}), None),
+                               self._tmp[FRAMES_PARQUET], compression="zstd")
+            else:
+                self._parquet.close()
+        except BaseException as exc:
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack.close()  # closes the files and moves them into place
+        files = [PREDICTION_RESULTS, HIGHESTSCORE, SEQUENCES_TSV] + ([VIRAL_FASTA] if self._viral else []) + \
+            [FRAMES_PARQUET, RUN_JSON]
+        info = dict(run_info or {})
+        info.setdefault("outputs", {"files": files, "threshold": self.threshold, **self.counts,
+                                    "viral_fasta_records": self.counts["viral_fasta_records"]
+                                    if self._viral is not None else None,
+                                    "features_saved": self.features_saved})
+        write_run_json(self.out / RUN_JSON, info)
+        return info["outputs"]
+
+    def abort(self):
+        """Remove every temporary file; nothing is moved into place."""
+        err = RuntimeError("aborted")
+        self._stack.__exit__(type(err), err, None)

@@ -25,6 +25,7 @@ from . import __version__
 from .distributed import (DEFAULT_UNIT_RECORDS, Coordinator, input_identity, iter_units, now_stamp,
                           prepare_work_dir, rank_info, read_unit, unit_ids, unit_path, write_unit)
 from .errors import VirNucProError
+from .outputs import OutputWriter
 from .sequences import FRAME_LABELS, RecordValidator, check_chunk_size, iter_raw_blocks, iter_record_blocks
 
 log = logging.getLogger("virnucpro")
@@ -226,9 +227,7 @@ def run(args, gpus: int) -> int:
         return 0
 
     t_merge = time.perf_counter()
-    frames_df, records_df, features, counts = merge_units(work, n_units, args.save_features)
     compute_s = t_compute_end - t_compute
-    total_frames = len(frames_df)
     run_info = {
         "virnucpro_version": __version__, "command": "virnucpro predict", "argv": getattr(args, "argv", None),
         "input": manifest["input"], "input_summary": summary,
@@ -241,26 +240,34 @@ def run(args, gpus: int) -> int:
                      "cuda": torch.version.cuda, "numpy": np.__version__},
         "hardware": {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor()
                      or platform.machine(), "gpus": gpus, "world_size": info.world_size},
-        "counts": {"units": n_units, "frames": total_frames, "esm_tokens": counts["esm_tokens"],
-                   "dnabert_tokens": counts["dna_tokens"]},
-        "timings": {"load_models_s": pipeline.load_seconds, "warmup_s": warmup_s, "compute_s": compute_s,
-                    "frames_per_s": total_frames / compute_s if compute_s else None,
-                    "esm_tokens_per_s": counts["esm_tokens"] / compute_s if compute_s else None,
-                    "rank0": own},
         "gpu_monitor": gpu_summary, "logs": {"run": str(log_path)},
         "warnings": run_warnings,
     }
-    records_iter = ((rid, desc, seq) for block in iter_record_blocks(args.input)
-                    for rid, desc, seq in zip(block.ids(), block.descriptions(),
-                                              (block.sequence(i) for i in range(len(block)))))
-    from .outputs import write_outputs
-
-    calls = write_outputs(out, frames_df, records_df, threshold=args.threshold, records_iter=records_iter,
-                          features=features, run_info=run_info)
+    records_iter = ((rid, desc, block.sequence(i)) for block in iter_record_blocks(args.input)
+                    for i, (rid, desc) in enumerate(zip(block.ids(), block.descriptions())))
+    writer = OutputWriter(out, threshold=args.threshold, records_iter=records_iter)
+    counts = {"esm_tokens": 0, "dna_tokens": 0}
+    try:
+        for frames_df, records_df, features, unit_counts in iter_unit_tables(work, n_units, args.save_features):
+            writer.add(frames_df, records_df, features)
+            for k in counts:
+                counts[k] += unit_counts[k]
+        total_frames = writer.counts["frames"]
+        run_info["counts"] = {"units": n_units, "records": writer.counts["records"], "frames": total_frames,
+                              "esm_tokens": counts["esm_tokens"], "dnabert_tokens": counts["dna_tokens"]}
+        run_info["timings"] = {
+            "load_models_s": pipeline.load_seconds, "warmup_s": warmup_s, "compute_s": compute_s,
+            "frames_per_s": total_frames / compute_s if compute_s else None,
+            "esm_tokens_per_s": counts["esm_tokens"] / compute_s if compute_s else None,
+            "merge_s": time.perf_counter() - t_merge, "rank0": own}
+        outputs = writer.close(run_info)
+    except BaseException:
+        writer.abort()
+        raise
     shutil.rmtree(work, ignore_errors=True)
     coord.close()
-    n_virus = int((calls["call"] == "virus").sum())
-    msg = (f"{len(records_df)} sequences, {total_frames} frames: {n_virus} called virus "
+    n_virus = outputs["calls"]["virus"]
+    msg = (f"{outputs['records']} sequences, {total_frames} frames: {n_virus} called virus "
            f"(threshold {args.threshold}); {total_frames / max(compute_s, 1e-9):,.0f} frames/s; "
            f"wrote {out}/ in {time.perf_counter() - t_start:.1f} s (merge {time.perf_counter() - t_merge:.1f} s)")
     log.info(msg)
@@ -270,34 +277,24 @@ def run(args, gpus: int) -> int:
     return 0
 
 
-def merge_units(work: Path, n_units: int, with_features: bool):
-    """Concatenate finished units in input order into the frames and records tables of ``outputs``."""
+def iter_unit_tables(work: Path, n_units: int, with_features: bool):
+    """The finished units in input order, as (frames, records, features, token counts) for ``outputs``."""
     import pandas as pd
 
-    rec_parts, frame_parts, feats, counts = [], [], [], {"esm_tokens": 0, "dna_tokens": 0}
     for u in range(n_units):
         path = unit_path(work, u)
         if not path.exists():
             raise VirNucProError(f"work unit {u} is missing in {work} (a rank failed?); rerun with --resume")
         unit = read_unit(path)
         ids = np.array(unit_ids(unit), dtype=object)
-        rec_parts.append(pd.DataFrame({"record_index": unit["record_index"], "sequence_id": ids,
-                                       "length": unit["length"], "chunks": unit["chunks"]}))
+        records = pd.DataFrame({"record_index": unit["record_index"], "sequence_id": ids,
+                                "length": unit["length"], "chunks": unit["chunks"]})
         pos = np.searchsorted(unit["record_index"], unit["frame_record"])
         probs = unit["probs"]
-        frame_parts.append(pd.DataFrame({
+        frames = pd.DataFrame({
             "record_index": unit["frame_record"], "sequence_id": ids[pos],
             "chunk": unit["frame_chunk"].astype(np.int32),
             "frame": np.asarray(FRAME_LABELS, dtype=object)[unit["frame_code"]],
-            "p_others": probs[:, 0].astype(np.float32) if probs.shape[1] else np.float32(np.nan),
-            "p_virus": probs[:, 1].astype(np.float32) if probs.shape[1] else np.float32(np.nan)}))
-        if with_features and "features" in unit:
-            feats.append(unit["features"])
-        counts["esm_tokens"] += int(unit["counts"][0])
-        counts["dna_tokens"] += int(unit["counts"][1])
-    records = pd.concat(rec_parts, ignore_index=True) if rec_parts else pd.DataFrame(
-        {"record_index": [], "sequence_id": [], "length": [], "chunks": []})
-    frames = pd.concat(frame_parts, ignore_index=True) if frame_parts else pd.DataFrame(
-        {"record_index": [], "sequence_id": [], "chunk": [], "frame": [], "p_others": [], "p_virus": []})
-    features = np.concatenate(feats) if feats else None
-    return frames, records, features, counts
+            "p_others": probs[:, 0].astype(np.float32), "p_virus": probs[:, 1].astype(np.float32)})
+        features = unit.get("features") if with_features and len(frames) else None
+        yield frames, records, features, {"esm_tokens": int(unit["counts"][0]), "dna_tokens": int(unit["counts"][1])}
