@@ -286,3 +286,25 @@ def test_compact_id_set_finds_members():
     allh = np.concatenate(seen)
     assert s.contains(allh).all() and len(s) == len(allh)
     assert len(s.levels) <= 10
+
+
+def test_blanks_after_the_header_marker_are_not_part_of_the_id(tmp_path):
+    """``> NC_1 desc`` has the ID ``NC_1``, as Biopython (and so the original) reads it."""
+    src = tmp_path / "sp.fa"
+    src.write_text("> NC_1 desc\nATGAAACCCGGGTTTAAACCC\n>\tNC_2\nATGAAACCCGGGTTTAAAGGG\n")
+    S.prepare(src, 300, tmp_path / "out")
+    chunks, nucs, prots = S.prepare_reference(src, 300)
+    assert [i for i, _ in chunks] == ["NC_1_chunk_1", "NC_2_chunk_1"]
+    assert S.read_fasta_pairs(tmp_path / "out" / "identified_protein.faa") == prots
+
+
+def test_a_record_much_larger_than_a_block_reads_in_linear_time(tmp_path):
+    import time
+
+    src = tmp_path / "big.fa"
+    src.write_text(">big\n" + "ACGT" * 1_000_000 + "\n>small\nACGTACGT\n")
+    t0 = time.perf_counter()
+    blocks = list(S.iter_raw_blocks(src, block_bytes=4096))  # ~1000 reads of one record
+    assert time.perf_counter() - t0 < 10
+    whole = S.RecordBlock.concat(blocks)
+    assert whole.ids() == ["big", "small"] and whole.seq_len.tolist() == [4_000_000, 8]

@@ -266,6 +266,11 @@ def _parse_block(data: bytes, first_index: int) -> RecordBlock:
     hdr_start = line_start[hdr_line] + 1
     hdr_end = line_end[hdr_line]
     hdr_end = hdr_end - ((hdr_end > hdr_start) & (a[hdr_end - 1] == 13))  # a trailing '\r'
+    # "> id desc": like Biopython, the ID is the first word after any blanks that follow '>'
+    lead = np.flatnonzero((hdr_start < hdr_end) & np.isin(a[np.minimum(hdr_start, n - 1)], (9, 32)))
+    for i in lead.tolist():  # rare: a plain loop
+        while hdr_start[i] < hdr_end[i] and a[hdr_start[i]] in (9, 32):
+            hdr_start[i] += 1
     ws_pos = low[_WHITESPACE_NO_NL[low_byte]]
     # the ID ends at the header's first whitespace
     ws_ext = np.append(ws_pos, n)
@@ -303,7 +308,7 @@ def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Re
     handle = open_input(path)
     index = 0
     try:
-        carry = b""
+        pieces: list[bytes] = []  # read but not parsed yet: the start of a record whose end is not seen
         first = True
         while True:
             try:
@@ -321,20 +326,26 @@ def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Re
                         raise InputError(path, "no FASTA records (the file holds only blank lines)")
                 _sniff(path, data[:4096])
                 first = False
-            eof = not data
-            buf = carry + data if carry else data
-            if not buf:
+            if not data:  # end of input: the rest is whole records
+                part = b"".join(pieces)
+                if part:
+                    block = _parse_block(part, index)
+                    index += len(block)
+                    yield block
                 break
-            cut = len(buf) if eof else buf.rfind(b"\n>") + 1
-            if cut <= 0:
-                carry = buf
+            # only the new bytes are searched for a record start, so a record of any size is read in linear time
+            cut = data.rfind(b"\n>") + 1
+            if cut <= 0 and pieces and pieces[-1].endswith(b"\n") and data.startswith(b">"):
+                cut = 0  # a record starts right at this read
+            elif cut <= 0:
+                pieces.append(data)
                 continue
-            part, carry = buf[:cut], buf[cut:]
-            block = _parse_block(part, index)
-            index += len(block)
-            yield block
-            if eof:
-                break
+            part = b"".join(pieces) + data[:cut]
+            pieces = [data[cut:]]
+            if part:
+                block = _parse_block(part, index)
+                index += len(block)
+                yield block
     finally:
         handle.close()
     if index == 0:
