@@ -47,11 +47,12 @@ def test_suite_specific_figures(bench_dir):
 @pytest.mark.slow
 def test_compare_to_flags_a_planted_slowdown(bench_dir, tmp_path):
     base = json.loads((bench_dir / "prepare.json").read_text())
-    for st in base["stages"].values():  # the baseline was 2x faster: today is a 50% regression
-        st["seconds"] /= 2
-        st["seconds_min"] /= 2
-        st["seconds_max"] /= 2
-        st["tokens_per_s"] *= 2
+    for st in base["stages"].values():
+        # a baseline 1000x faster with no spread: today's run is slower by far more than any timing noise of a
+        # tiny workload on a shared machine (the regression rule itself is tested on synthetic figures)
+        st["seconds"] = st["seconds_min"] = st["seconds_max"] = st["seconds"] / 1000
+        st["seconds_all"] = [st["seconds"]]
+        st["tokens_per_s"] *= 1000
     (tmp_path / "prepare.json").write_text(json.dumps(base))
     r = run_cli("benchmark", "--suite", "prepare", "--data-size", "tiny", "--quick", "--out", tmp_path / "new",
                 "--compare-to", tmp_path / "prepare.json", "--no-reference")

@@ -202,3 +202,50 @@ def test_oom_batches_are_split_and_retried(caplog):
     assert got.oom_splits >= 1
     assert "ran out of GPU memory" in caplog.text
     np.testing.assert_allclose(got.probs, expected, atol=1e-5)
+
+
+def _assert_clean_failure(r, out, *needles):
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("virnucpro: error:") and "Traceback" not in r.stderr
+    for n in needles:
+        assert n in last
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
+def test_bad_models_and_settings_leave_nothing(tmp_path):
+    from conftest import FIXTURES
+
+    out = tmp_path / "out"
+    base = ["predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0", "--quiet"]
+    _assert_clean_failure(run_cli(*base, "--classifier", FIXTURES / "classifier" / "hostile_model.pth"), out,
+                          "refusing")
+    _assert_clean_failure(run_cli(*base, "--classifier", FIXTURES / "classifier" / "500_model.pth"), out,
+                          "features")
+    _assert_clean_failure(run_cli(*base, "--classifier", tmp_path / "nope.pth"), out, "no such file")
+    _assert_clean_failure(run_cli(*base, "--token-budget", "0"), out, "--token-budget")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    r = run_cli(*base[:4], blocker / "sub", *base[6:])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_input_must_be_a_regular_file(tmp_path):
+    out = tmp_path / "out"
+    fifo = tmp_path / "pipe.fa"
+    os.mkfifo(fifo)
+    r = run_cli("predict", fifo, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0")
+    _assert_clean_failure(r, out, "regular file")
+
+
+@pytest.mark.distributed
+def test_bad_input_under_manual_torchrun_leaves_nothing(tmp_path):
+    bad = tmp_path / "dup.fa"
+    bad.write_text(">a\nACGTACGTAC\n>a\nACGTAAAAAA\n")
+    out = tmp_path / "out"
+    p = _torchrun(["predict", bad, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0"],
+                  extra=["--standalone"])
+    _, stderr = p.communicate(timeout=300)
+    assert p.returncode != 0
+    assert "virnucpro: error:" in stderr and "'a'" in stderr
+    assert not out.exists()

@@ -23,6 +23,21 @@ class _Parser(argparse.ArgumentParser):
         fail(message)
 
 
+def _int_at_least(minimum: int):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+    return parse
+
+
+_positive_int, _count = _int_at_least(1), _int_at_least(0)
+
+
 def fail(message: str, status: int = 2):
     sys.stderr.write(f"{PROG}: error: {' '.join(str(message).split())}\n")
     sys.exit(status)
@@ -57,18 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--esm", help="ESM-2 directory or Hugging Face id (overrides the profile)")
     s.add_argument("--dnabert", help="DNABERT-S directory or Hugging Face id (overrides the profile)")
     s.add_argument("--classifier", help="classifier .pth or .safetensors (overrides the profile)")
-    s.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
+    s.add_argument("--gpus", type=_count, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
     s.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="default: bf16 on GPUs that have it, fp32 on CPU")
-    s.add_argument("--token-budget", type=int, default=None, help="tokens per packed batch")
+    s.add_argument("--token-budget", type=_positive_int, default=None,
+                   help="tokens per packed batch (default 65,536 on GPUs, 8,192 on the CPU)")
     s.add_argument("--threshold", type=float, default=0.5, help="score at or above which a sequence is called virus")
     s.add_argument("--save-features", action="store_true", help="store the 3,328 features per frame in frames.parquet")
     s.add_argument("--resume", action="store_true", help="keep finished work units of an earlier run in --out")
     s.add_argument("--attention", choices=["auto", "flash", "varlen", "reference"], default="auto",
                    help="attention kernel (reference: padded with explicit masks)")
-    s.add_argument("--no-packing", action="store_true", help="padded batches instead of packed sequences")
+    s.add_argument("--no-packing", action="store_true",
+                   help="attention over padded batches (each padded to its longest frame) instead of packed "
+                        "sequences; token-wise layers are unaffected by padding and stay unpadded")
     s.add_argument("--no-compile", action="store_true", help="do not torch.compile the encoder layers")
-    s.add_argument("--unit-records", type=int, default=None, help="input records per work unit (default 4096)")
+    s.add_argument("--unit-records", type=_positive_int, default=None,
+                   help="input records per work unit (default 4096; a resumed run must use the same)")
     s.add_argument("--log-dir", default=None, help="where the run log and GPU log go (default: OUT/logs)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=_cmd_predict)
@@ -175,6 +194,9 @@ def main(argv=None) -> int:
         return 130
     except MemoryError:
         fail("out of host memory")
+    except OSError as exc:  # disk full, permissions, a file where a folder should be: the user's to fix
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        fail(f"{where}{exc.strerror or exc}")
     return int(status or 0)
 
 

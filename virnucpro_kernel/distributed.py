@@ -199,16 +199,26 @@ def input_identity(path) -> dict:
     return {"path": str(p.resolve()), "size": st.st_size, "mtime": int(st.st_mtime), "sha256_ends": h.hexdigest()}
 
 
-def prepare_work_dir(out: Path, manifest: dict, resume: bool) -> tuple[Path, int]:
-    """Create or reuse ``OUT/.work``. Returns (work dir, number of finished units kept)."""
-    work = out / WORK_DIR
-    old = work / "manifest.json"
-    if resume and old.is_file():
+def check_resume(out: Path, manifest: dict) -> None:
+    """Refuse to resume work made with another input, chunk size, unit size, models or precision."""
+    old = out / WORK_DIR / "manifest.json"
+    if old.is_file():
         previous = json.loads(old.read_text())
         diffs = [k for k in manifest if k != "started" and previous.get(k) != manifest.get(k)]
         if diffs:
             raise VirNucProError(f"cannot resume in {out}: {', '.join(diffs)} differ from the interrupted run "
                                  "(run without --resume to start over)")
+
+
+def prepare_work_dir(out: Path, manifest: dict, resume: bool) -> tuple[Path, int]:
+    """Create or reuse ``OUT/.work``. Returns (work dir, number of finished units kept)."""
+    work = out / WORK_DIR
+    # temporary files of an output writer that was killed: never complete, never needed
+    for stale in [*out.glob(".*.tmp"), *out.glob(".chunk-runs-*")]:
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    old = work / "manifest.json"
+    if resume and old.is_file():
+        check_resume(out, manifest)
         kept = len(list((work / "units").glob("unit_*.npz")))
         return work, kept
     if work.exists():

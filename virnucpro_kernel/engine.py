@@ -195,9 +195,12 @@ class FramePipeline:
 
     @torch.inference_mode()
     def run(self, prepared: PreparedUnit) -> UnitResult:
+        """Run a prepared unit. Each batch is classified as soon as its features exist, so the device holds
+        one batch of features at a time; only scores (and, with ``save_features``, features) come back."""
         t0 = time.perf_counter()
         n = len(prepared.frames)
-        outs, order = [], []
+        keep_features = self.options.save_features or self.classifier is None
+        probs_parts, feature_parts, order = [], [], []
         batches = prepared.batches
         pending = self._to_device(batches[0][1]) + self._to_device(batches[0][2]) if batches else None
         splits_before = self.oom_splits
@@ -209,18 +212,21 @@ class FramePipeline:
                     t.record_stream(torch.cuda.current_stream(self.device))
             if i + 1 < len(batches):  # next batch's copy overlaps this batch's compute
                 pending = self._to_device(batches[i + 1][1]) + self._to_device(batches[i + 1][2])
-            outs.append(self._forward_with_split(dna_cpu, esm_cpu, dna, esm))
-            order.append(idx)
-        features = probs = None
-        if n:
-            feats = torch.empty(n, self.feature_size, device=self.device)
-            feats[torch.from_numpy(np.concatenate(order)).to(self.device)] = torch.cat(outs)
+            feats = self._forward_with_split(dna_cpu, esm_cpu, dna, esm)
             if self.classifier is not None:
-                probs = self.classifier.predict_proba(feats).float().cpu().numpy()
-            if self.options.save_features or self.classifier is None:
-                features = feats.cpu().numpy()
-        if probs is None:
-            probs = np.zeros((n, 2 if self.classifier is not None else 0), dtype=np.float32)
+                probs_parts.append(self.classifier.predict_proba(feats).float())
+            if keep_features:
+                feature_parts.append(feats.to("cpu"))
+            order.append(idx)
+        if n:
+            inverse = np.empty(n, dtype=np.int64)
+            inverse[np.concatenate(order)] = np.arange(n)
+            probs = (torch.cat(probs_parts)[torch.from_numpy(inverse).to(self.device)].cpu().numpy()
+                     if probs_parts else np.zeros((n, 0), dtype=np.float32))
+            features = torch.cat(feature_parts)[torch.from_numpy(inverse)].numpy() if keep_features else None
+        else:
+            probs = np.zeros((0, 2 if self.classifier is not None else 0), dtype=np.float32)
+            features = None
         return UnitResult(prepared.unit, prepared.records, prepared.chunks_per_record, prepared.frames, probs,
                           features, prepared.esm_tokens, prepared.dna_tokens, time.perf_counter() - t0,
                           self.oom_splits - splits_before)

@@ -670,8 +670,8 @@ class OutputWriter:
                      + ((VIRAL_FASTA,) if records_iter is not None else ())}
         self._pred = self._stack.enter_context(open(self._tmp[PREDICTION_RESULTS], "wb"))
         self._pred.write(PREDICTION_HEADER)
-        self._seqs = self._stack.enter_context(open(self._tmp[SEQUENCES_TSV], "w", newline=""))
-        self._viral = (self._stack.enter_context(open(self._tmp[VIRAL_FASTA], "w"))
+        self._seqs = self._stack.enter_context(open(self._tmp[SEQUENCES_TSV], "w", newline="", encoding="utf-8"))
+        self._viral = (self._stack.enter_context(open(self._tmp[VIRAL_FASTA], "w", encoding="utf-8"))
                        if records_iter is not None else None)
         self._runs_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix=".chunk-runs-",
                                                                                      dir=self.out)))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .distributed import (DEFAULT_UNIT_RECORDS, Coordinator, input_identity, iter_units, now_stamp,
+from .distributed import (DEFAULT_UNIT_RECORDS, Coordinator, check_resume, input_identity, iter_units, now_stamp,
                           prepare_work_dir, rank_info, read_unit, unit_ids, unit_path, write_unit)
 from .errors import VirNucProError
 from .outputs import OutputWriter
@@ -66,9 +66,37 @@ def predict_from_args(args) -> int:
     return run(args, gpus)
 
 
+def check_input_file(path) -> None:
+    """predict reads its input more than once (check, compute, viral.fa): it must be a regular file."""
+    from .errors import InputError
+    from .sequences import open_input
+
+    p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():  # a pipe would block here and be read only once
+        raise InputError(path, "not a regular file (predict reads its input more than once: save it to a file)")
+    open_input(path).close()  # missing, a folder, unreadable: the usual one-line errors
+
+
+def check_models(args) -> None:
+    """What would stop every rank at start-up, checked once before torchrun starts them."""
+    import importlib.util
+
+    from .models.profiles import resolve_profile
+
+    if args.attention == "flash" and importlib.util.find_spec("flash_attn") is None:
+        raise VirNucProError("--attention flash needs the flash-attn package, which is not installed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        profile = resolve_profile(args.profile, args.chunk_size, esm=args.esm, dnabert=args.dnabert,
+                                  classifier=args.classifier)
+    profile.check()
+
+
 def launch_torchrun(args, gpus: int) -> int:
-    """Check the input, then start one process per GPU on this machine with torchrun."""
+    """Check the input and models, then start one process per GPU on this machine with torchrun."""
+    check_input_file(args.input)
     scan_input(args.input)
+    check_models(args)
     argv = list(getattr(args, "argv", None) or sys.argv[1:])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
            "-m", "virnucpro_kernel", *argv]
@@ -126,7 +154,9 @@ def run(args, gpus: int) -> int:
     info = rank_info()
     t_start = time.perf_counter()
     out = Path(args.out)
-    summary = scan_input(args.input) if not info.distributed else None
+    check_input_file(args.input)
+    # rank 0 checks the whole input before anything is written (the other ranks are stopped by torchrun if it fails)
+    summary = scan_input(args.input) if info.is_main else None
     device = f"cuda:{info.local_rank}" if gpus > 0 else "cpu"
     if device.startswith("cuda"):
         torch.cuda.set_device(info.local_rank)
@@ -145,13 +175,17 @@ def run(args, gpus: int) -> int:
                             compile=device.startswith("cuda") and not args.no_compile,
                             save_features=args.save_features)
     unit_records = args.unit_records or DEFAULT_UNIT_RECORDS
+    manifest = {"input": input_identity(args.input), "chunk_size": args.chunk_size, "unit_records": unit_records,
+                "profile": profile.describe(), "dtype": options.dtype, "save_features": args.save_features}
+    if args.resume:
+        check_resume(out, manifest)
+    # models load before anything is written: a bad checkpoint or setting leaves --out untouched
+    pipeline = FramePipeline(profile, options)
     coord = Coordinator(info, "nccl" if device.startswith("cuda") else "gloo",
                         os.environ.get("TORCHELASTIC_RUN_ID", "local"))
     stamp = coord.share("stamp", now_stamp() if info.is_main else None)
     log_dir = Path(args.log_dir) if args.log_dir else out / "logs"
     log_path = _setup_logging(log_dir, stamp, info.rank)
-    manifest = {"input": input_identity(args.input), "chunk_size": args.chunk_size, "unit_records": unit_records,
-                "profile": profile.describe(), "dtype": options.dtype, "save_features": args.save_features}
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         work, kept = prepare_work_dir(out, manifest, args.resume)
@@ -160,7 +194,6 @@ def run(args, gpus: int) -> int:
     coord.barrier()
     work = out / ".work"
 
-    pipeline = FramePipeline(profile, options)
     # first batches compile (GPU) and load the tokenizer: keep that out of the measured compute time
     warmup_s = pipeline.warmup() if device.startswith("cuda") else pipeline.warmup(sizes=(4,))
     coord.barrier()  # every rank ready: the compute time starts here

@@ -162,6 +162,32 @@ class Profile:
                                       f"{want} ({dnabert.config.hidden_size} + {esm.config.hidden_size})")
         return dnabert, esm, clf
 
+    def feature_size(self) -> int:
+        """DNABERT-S + ESM-2 hidden sizes, from the configs (no weights are read)."""
+        if self.name == "random":
+            return REAL_FEATURES
+        if self.name == "demo" and self.dnabert is None:
+            dcfg, ecfg = demo_configs()
+            return dcfg.hidden_size + ecfg.hidden_size
+        from .checkpoints import read_config, resolve_checkpoint
+        from .dnabert_s import DNABERTSConfig
+        from .esm2 import ESM2Config
+
+        return (DNABERTSConfig.from_hf(read_config(resolve_checkpoint(self.dnabert))).hidden_size
+                + ESM2Config.from_hf(read_config(resolve_checkpoint(self.esm))).hidden_size)
+
+    def check(self) -> None:
+        """Load the classifier (safely) and check it takes the encoders' features; encoder weights are not read."""
+        if self.classifier is None:
+            return
+        from .classifier import load_classifier
+
+        have = load_classifier(self.classifier).hidden_layer.in_features
+        want = self.feature_size()
+        if have != want:
+            raise CheckpointError(f"{self.classifier}: classifier takes {have} features but the {self.name} "
+                                  f"profile's encoders give {want}")
+
     def describe(self) -> dict:
         """What ``run.json`` records: names, sources and checksums."""
         out = {"name": self.name, "chunk_size": self.chunk_size, "warnings": list(self.warnings)}
@@ -173,12 +199,21 @@ class Profile:
             out["dnabert"] = {"source": f"random weights, seed {self.seed}", "config": vars(dcfg)}
             out["esm"] = {"source": f"random weights, seed {self.seed + 1}", "config": vars(ecfg)}
         else:
-            out["dnabert"] = {"source": str(self.dnabert)}
-            out["esm"] = {"source": str(self.esm)}
+            out["dnabert"] = _encoder_record(self.dnabert)
+            out["esm"] = _encoder_record(self.esm)
         if self.classifier:
             out["classifier"] = {"source": str(self.classifier), "sha256": sha256(self.classifier),
                                  "git_blob_sha1": git_blob_sha1(self.classifier)}
         return out
+
+
+def _encoder_record(folder) -> dict:
+    """Where an encoder came from: folder, Hugging Face revision (snapshot) if cached, weight files and sizes.
+    (Hashing 12 GB of ESM-2 weights on every run would cost more than it tells; ``models verify`` checks.)"""
+    p = Path(folder)
+    files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin")) if p.is_dir() else []
+    return {"source": str(p), "revision": p.name if p.parent.name == "snapshots" else None,
+            "weights": {f.name: f.stat().st_size for f in files}}
 
 
 def resolve_profile(name: str, chunk_size: int, *, esm=None, dnabert=None, classifier=None,
@@ -186,6 +221,8 @@ def resolve_profile(name: str, chunk_size: int, *, esm=None, dnabert=None, class
     """Pick the models for a run. ``auto``: ``real`` when all its files are present, else ``demo`` + warning."""
     if chunk_size not in CLASSIFIER_BLOBS:
         raise VirNucProError(f"--chunk-size must be 300 or 500 (the published models' sizes), not {chunk_size}")
+    if classifier and not Path(classifier).is_file():
+        raise VirNucProError(f"--classifier {classifier}: no such file")
     if name == "random":
         return Profile("random", chunk_size, warnings=[RANDOM_WARNING])
     if name in ("real", "auto"):
