@@ -66,6 +66,16 @@ def predict_from_args(args) -> int:
     return run(args, gpus)
 
 
+def _resumed_unit_records(out: Path, resume: bool) -> int | None:
+    """With --resume and no --unit-records: the interrupted run's unit size."""
+    import json
+
+    manifest = out / ".work" / "manifest.json"
+    if resume and manifest.is_file():
+        return json.loads(manifest.read_text()).get("unit_records")
+    return None
+
+
 def check_input_file(path) -> None:
     """predict reads its input more than once (check, compute, viral.fa): it must be a regular file."""
     from .errors import InputError
@@ -174,7 +184,7 @@ def run(args, gpus: int) -> int:
                             token_budget=args.token_budget, attention=args.attention, packing=not args.no_packing,
                             compile=device.startswith("cuda") and not args.no_compile,
                             save_features=args.save_features)
-    unit_records = args.unit_records or DEFAULT_UNIT_RECORDS
+    unit_records = args.unit_records or _resumed_unit_records(out, args.resume) or DEFAULT_UNIT_RECORDS
     manifest = {"input": input_identity(args.input), "chunk_size": args.chunk_size, "unit_records": unit_records,
                 "profile": profile.describe(), "dtype": options.dtype, "save_features": args.save_features}
     if args.resume:
@@ -201,7 +211,8 @@ def run(args, gpus: int) -> int:
     if device.startswith("cuda") and info.local_rank == 0:
         from .bench.monitor import GPUMonitor
 
-        monitor = GPUMonitor(log_dir)
+        node = int(os.environ.get("GROUP_RANK", 0))  # one GPU log per machine, in its own folder past the first
+        monitor = GPUMonitor(log_dir if node == 0 else log_dir / f"node{node}")
         monitor.start()
     total_units = -(-summary["records"] // unit_records) if summary else None
     progress = Progress(coord, total_units, info.is_main and not args.quiet)
