@@ -1193,6 +1193,7 @@ def build_reports(params_set: str = "demo", out=None, only=None, root=None, log=
 
     root = repo_root(root)
     out = repo_path(out or f"reports/{params_set}", root)
+    origin = provenance(root)  # before rendering: the report's own files must not count as changes
     check_kernel()
     sources = [src for src in notebook_paths(root) if not only or src.stem in only]
     for src in sources:  # every parameter file first: a missing one fails before anything runs
@@ -1221,7 +1222,8 @@ def build_reports(params_set: str = "demo", out=None, only=None, root=None, log=
         log(f"{stem}: {report.status} in {report.seconds:.1f} s"
             + (f" -> {display_path(report.html, root)}, {display_path(report.markdown, root)}" if report.html else ""))
         reports.append(report)
-    write_index(out, params_set, reports, provenance(root))
+    write_index(out, params_set, reports, {**provenance(root), "git_commit": origin["git_commit"],
+                                           "git_dirty": origin["git_dirty"]})
     log(f"index: {display_path(out / 'index.html', root)}, {display_path(out / 'index.md', root)}")
     return reports
 
