@@ -838,12 +838,11 @@ def load_results(files) -> list[tuple[str, dict]]:
     """``(file, result)`` for every benchmark result among ``files`` (other JSON files skipped), one per
     identity (suite, time, commit, hardware): a file and its committed copy count once."""
     found, seen = [], set()
+    from .bench.regression import read_result_file
+
     for path in files:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or "suite" not in data or not isinstance(data.get("stages"), dict):
+        data = read_result_file(path)
+        if data is None:
             continue
         hw = data.get("hardware") or {}
         key = (data.get("suite"), data.get("timestamp"), data.get("git_commit"), hw.get("gpu_name"), hw.get("n_gpus"))

@@ -184,6 +184,17 @@ def _result_files(paths_or_dir) -> list[Path]:
     return files
 
 
+def read_result_file(path) -> dict | None:
+    """A benchmark result read from ``path``; None for unreadable JSON or JSON that is not a result."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "suite" not in data or not isinstance(data.get("stages"), dict):
+        return None
+    return data
+
+
 def load_history(paths_or_dir):
     """Benchmark results as a long pandas DataFrame: one row per result file, stage and figure (plus
     ``relative_error*``, ``call_agreement*`` and ``scaling_efficiency.<n>`` rows with no stage), sorted by
@@ -192,11 +203,8 @@ def load_history(paths_or_dir):
 
     rows = []
     for path in _result_files(paths_or_dir):
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or "suite" not in data or not isinstance(data.get("stages"), dict):
+        data = read_result_file(path)
+        if data is None:
             continue
         hw, wl = data.get("hardware", {}) or {}, data.get("workload", {}) or {}
         common = {"file": str(path), "suite": data.get("suite"), "timestamp": data.get("timestamp"),
