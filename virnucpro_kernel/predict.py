@@ -134,8 +134,7 @@ def _setup_logging(log_dir: Path, stamp: str, rank: int) -> Path:
 class Progress:
     """Rank 0's progress bar: units, frames/s, tokens/s and ETA over all ranks."""
 
-    def __init__(self, coord: Coordinator, total_units: int | None, enabled: bool):
-        self.coord = coord
+    def __init__(self, total_units: int | None, enabled: bool):
         self.t0 = time.perf_counter()
         self.bar = None
         if enabled:
@@ -215,7 +214,7 @@ def run(args, gpus: int) -> int:
         monitor = GPUMonitor(log_dir if node == 0 else log_dir / f"node{node}")
         monitor.start()
     total_units = -(-summary["records"] // unit_records) if summary else None
-    progress = Progress(coord, total_units, info.is_main and not args.quiet)
+    progress = Progress(total_units, info.is_main and not args.quiet)
     n_units = 0
     own = {"units": 0, "frames": 0, "esm_tokens": 0, "dna_tokens": 0, "gpu_seconds": 0.0, "oom_splits": 0}
 

@@ -179,3 +179,15 @@ def to_device(value, device, dtype=None) -> torch.Tensor:
     if dtype is not None and tensor.is_floating_point():
         tensor = tensor.to(dtype)
     return tensor.to(device)
+
+
+def random_weights(model: torch.nn.Module, seed: int, device, dtype) -> dict:
+    """Deterministic random weights for ``model``'s parameters (norm weights near 1, the rest N(0, 0.02)),
+    drawn in fp32 on ``device`` in parameter order and then cast: same seed and device, same weights, whatever
+    ``dtype``. For benchmarks (real shapes, random values) and the offline demo encoders."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    state = {}
+    for name, p in model.named_parameters():
+        r = torch.randn(p.shape, generator=g, device=device, dtype=torch.float32)
+        state[name] = (1.0 + 0.1 * r if name.endswith("norm.weight") else 0.02 * r).to(dtype)
+    return state

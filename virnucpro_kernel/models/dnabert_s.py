@@ -203,11 +203,7 @@ class DNABERTSEncoder(nn.Module):
         """Deterministic random weights (drawn in fp32 on ``device``, then cast); shipped tokenizer by default."""
         with torch.device("meta"):
             model = cls(config, attention=attention, compile=compile, tokenizer_path=tokenizer_path)
-        g = torch.Generator(device=device).manual_seed(seed)
-        state = {}
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=g, device=device, dtype=torch.float32)
-            state[name] = (1.0 + 0.1 * r if name.endswith("norm.weight") else 0.02 * r).to(dtype)
+        state = checkpoints.random_weights(model, seed, device, dtype)
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()._setup()
 

@@ -19,7 +19,6 @@ every fast path next to the reference one.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,15 +212,7 @@ class ESM2Encoder(nn.Module):
         """
         with torch.device("meta"):
             model = cls(config, attention=attention, compile=compile)
-        g = torch.Generator(device=device).manual_seed(seed)
-        state = {}
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=g, device=device, dtype=torch.float32)
-            if name.endswith("norm.weight"):
-                r = 1.0 + 0.1 * r
-            else:
-                r = 0.02 * r
-            state[name] = r.to(dtype)
+        state = checkpoints.random_weights(model, seed, device, dtype)
         d = config.head_dim
         inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
         state["inv_freq"] = inv.half().float().to(device)
