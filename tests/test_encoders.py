@@ -373,3 +373,23 @@ def test_encoder_benchmark_tiny_on_cpu():
         assert keys <= set(stage) and stage["tokens_per_s"] > 0 and 0 < stage["mfu"]
     assert result["ratios"]["dnabert_s_seconds_fraction_of_esm2"] > 0
     assert all(v < 1e-5 for v in result["relative_error"].values())
+
+
+def test_random_weights_are_a_counter_hash_identical_everywhere():
+    """counter_uniform is the documented integer hash (checked against NumPy's uint64 arithmetic), so the
+    random and demo profiles hold the same weights on every device and whatever ran before."""
+    import numpy as np
+
+    from virnucpro_kernel.models.checkpoints import counter_uniform
+
+    key, n = 123456789 * 1000003 + 7, 5000
+    x = np.arange(n, dtype=np.uint64)
+    x = (x * np.uint64(0x9E3779B1) + np.uint64(key * 0x85EBCA77 & 0xFFFFFFFF)) & np.uint64(0xFFFFFFFF)
+    for mult in (0x7FEB352D, 0x6B43A9B5, 0x5BD1E995):
+        x ^= x >> np.uint64(16)
+        x = (x * np.uint64(mult)) & np.uint64(0xFFFFFFFF)
+    x ^= x >> np.uint64(15)
+    expected = (x.astype(np.float32) + np.float32(0.5)) / np.float32(4294967296.0)
+    got = counter_uniform(n, key, "cpu").numpy()
+    assert np.array_equal(got, expected)
+    assert 0.0 < got.min() and got.max() < 1.0 and abs(got.mean() - 0.5) < 0.02

@@ -181,13 +181,30 @@ def to_device(value, device, dtype=None) -> torch.Tensor:
     return tensor.to(device)
 
 
+def counter_uniform(n: int, key: int, device) -> torch.Tensor:
+    """``n`` float32 values, uniform in (0, 1), from a counter-based integer hash of ``(key, index)``.
+
+    Only integer arithmetic (no product reaches 2**63) and exactly rounded float steps: the same values on
+    every device, CPU or GPU, and whatever else ran before (unlike a device generator, whose stream depends
+    on the device and its state)."""
+    x = torch.arange(n, device=device, dtype=torch.int64)
+    x = (x * 0x9E3779B1 + (key * 0x85EBCA77 & 0xFFFFFFFF)) & 0xFFFFFFFF
+    for mult in (0x7FEB352D, 0x6B43A9B5, 0x5BD1E995):  # xorshift-multiply rounds; constants below 2**31
+        x ^= x >> 16
+        x = (x * mult) & 0xFFFFFFFF
+    x ^= x >> 15
+    return (x.to(torch.float32) + 0.5) / 4294967296.0
+
+
 def random_weights(model: torch.nn.Module, seed: int, device, dtype) -> dict:
-    """Deterministic random weights for ``model``'s parameters (norm weights near 1, the rest N(0, 0.02)),
-    drawn in fp32 on ``device`` in parameter order and then cast: same seed and device, same weights, whatever
-    ``dtype``. For benchmarks (real shapes, random values) and the offline demo encoders."""
-    g = torch.Generator(device=device).manual_seed(seed)
+    """Deterministic random weights for ``model``'s parameters: norm weights uniform in 1 +- 0.17, the rest
+    uniform with standard deviation 0.02, from :func:`counter_uniform` keyed by ``seed`` and the parameter's
+    position, then cast to ``dtype``. Same seed, same weights on every device and for every ``dtype`` (up to
+    its rounding). For benchmarks (real shapes, random values) and the offline demo encoders."""
     state = {}
-    for name, p in model.named_parameters():
-        r = torch.randn(p.shape, generator=g, device=device, dtype=torch.float32)
+    root3 = 3.0 ** 0.5
+    for i, (name, p) in enumerate(model.named_parameters()):
+        u = counter_uniform(p.numel(), seed * 1000003 + i, device).reshape(p.shape)
+        r = (u - 0.5) * (2 * root3)  # mean 0, standard deviation 1
         state[name] = (1.0 + 0.1 * r if name.endswith("norm.weight") else 0.02 * r).to(dtype)
     return state
