@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, ROOT, run_cli
 from virnucpro_kernel.outputs import read_frames_parquet
 
 INPUT = EXAMPLES / "viralverify_test.fa"
+ROOT_DATA = ROOT / "virnucpro_kernel" / "data"
 
 
 def _frames(out: Path) -> pd.DataFrame:
@@ -152,7 +153,7 @@ def test_resume_refuses_other_settings(tmp_path):
     r = run_cli("predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
                 "--resume", "--quiet")
     assert r.returncode == 2
-    assert "cannot resume" in r.stderr and r.stderr.count("\n") == 1
+    assert "cannot resume" in r.stderr and "chunk size" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_bad_input_leaves_nothing(tmp_path):
@@ -166,14 +167,33 @@ def test_bad_input_leaves_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_auto_profile_falls_back_to_demo_with_warning(tmp_path):
+NO_MODELS = {"VIRNUCPRO_HOME": "{tmp}/nothing", "HF_HUB_OFFLINE": "1", "HF_HOME": "{tmp}/hf"}
+
+
+def _no_models(tmp_path):
+    return {k: v.format(tmp=tmp_path) for k, v in NO_MODELS.items()}
+
+
+def test_auto_profile_without_real_models_refuses(tmp_path):
+    """No silent toy models: without the real files, the default profile stops and says what is missing."""
     out = tmp_path / "out"
     r = run_cli("predict", EXAMPLES / "jaeger_short.fa", "--chunk-size", "300", "--out", out, "--gpus", "0",
-                "--quiet", env={"VIRNUCPRO_HOME": str(tmp_path / "nothing"), "HF_HUB_OFFLINE": "1",
-                                "HF_HOME": str(tmp_path / "hf")})
-    assert r.returncode == 0, r.stderr
-    assert "demo profile" in r.stderr
-    assert json.loads((out / "run.json").read_text())["profile"]["name"] == "demo"
+                "--quiet", env=_no_models(tmp_path))
+    _assert_clean_failure(r, out, "DNABERT-S", "ESM-2", "classifier 300_model.pth", "virnucpro models download",
+                          "--profile demo")
+    r = run_cli("train", "--virus", EXAMPLES / "jaeger_short.fa", "--host", EXAMPLES / "jaeger_short.fa",
+                "--chunk-size", "300", "--out", tmp_path / "m.safetensors", env=_no_models(tmp_path))
+    assert r.returncode == 2 and "virnucpro models download" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+    r = run_cli("models", "verify", env=_no_models(tmp_path))
+    assert r.returncode == 2 and "MISSING" in r.stdout
+
+
+def test_demo_run_says_so_where_users_read(single_run):
+    seqs = pd.read_csv(single_run / "sequences.tsv", sep="\t")
+    assert list(seqs.columns)[-1] == "profile" and set(seqs["profile"]) == {"demo"}
+    headers = [line for line in open(single_run / "viral.fa") if line.startswith(">")]
+    assert headers and all(h.rstrip("\n").endswith(" [demo profile: not biologically meaningful]") for h in headers)
 
 
 def test_oom_batches_are_split_and_retried(caplog):
@@ -191,10 +211,10 @@ def test_oom_batches_are_split_and_retried(caplog):
     expected = pipe.run(prepared).probs
     real_forward = pipe._forward
 
-    def limited(dna, esm):
-        if dna[1].numel() - 1 > 1:
+    def limited(model, ids, cu, max_len):
+        if cu.numel() - 1 > 1:
             raise torch.cuda.OutOfMemoryError("injected")
-        return real_forward(dna, esm)
+        return real_forward(model, ids, cu, max_len)
 
     pipe._forward = limited
     with caplog.at_level("WARNING", logger="virnucpro"):
@@ -249,3 +269,107 @@ def test_bad_input_under_manual_torchrun_leaves_nothing(tmp_path):
     assert p.returncode != 0
     assert "virnucpro: error:" in stderr and "'a'" in stderr
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A run killed after two of its five work units: (input copy, output folder)."""
+    base = tmp_path_factory.mktemp("interrupted")
+    src = base / "input.fa"
+    src.write_bytes(INPUT.read_bytes())
+    out = base / "out"
+    args = ["predict", src, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+            "--unit-records", "1", "--token-budget", "1", "--quiet"]
+    p = subprocess.Popen([sys.executable, "-m", "virnucpro_kernel", *map(str, args)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    units = out / ".work" / "units"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(units.glob("unit_*.npz"))) < 2:
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert 2 <= len(list(units.glob("unit_*.npz"))) < 5 and not (out / "run.json").exists()
+    return src, out
+
+
+def _copy_run(interrupted, tmp_path):
+    import shutil
+
+    src, out = interrupted
+    shutil.copy2(src, tmp_path / "input.fa")
+    shutil.copytree(out, tmp_path / "out")
+    return tmp_path / "input.fa", tmp_path / "out"
+
+
+def test_resume_refuses_an_input_edited_in_the_middle(interrupted, tmp_path):
+    """Same size, same modification time, one base changed in the middle: the SHA-256 tells."""
+    src, out = _copy_run(interrupted, tmp_path)
+    st = src.stat()
+    data = bytearray(src.read_bytes())
+    middle = len(data) // 2
+    while data[middle] not in b"ACGT":
+        middle += 1
+    data[middle] = ord("A") if data[middle] != ord("A") else ord("C")
+    src.write_bytes(bytes(data))
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    kept = sorted(p.name for p in (out / ".work" / "units").glob("*.npz"))
+    r = run_cli("predict", src, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+                "--quiet", "--resume")
+    assert r.returncode == 2 and "SHA-256" in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+    assert sorted(p.name for p in (out / ".work" / "units").glob("*.npz")) == kept
+    assert not (out / "run.json").exists()
+
+
+def test_resume_recomputes_a_unit_file_cut_short(interrupted, tmp_path, single_run):
+    import hashlib
+
+    src, out = _copy_run(interrupted, tmp_path)
+    units = sorted((out / ".work" / "units").glob("unit_*.npz"))
+    data = units[0].read_bytes()
+    units[0].write_bytes(data[: len(data) // 2])
+    kept = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in units[1:]}
+    r = run_cli("predict", src, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+                "--quiet", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "unreadable" in r.stderr and units[0].name in r.stderr
+    _assert_same_frames(single_run, out, tol=1e-6)
+    logs = "".join(x.read_text() for x in sorted((out / "logs").glob("predict_*.log")))
+    resumed = logs[logs.index("resuming:"):]  # the interrupted run's lines come first
+    computed = {int(line.split(" unit ")[1].split(":")[0]) for line in resumed.splitlines()
+                if " INFO unit " in line}
+    kept_units = {int(name[5:13]) for name in kept}
+    assert computed == set(range(5)) - kept_units, "exactly the missing units (and the cut one) ran again"
+
+
+def test_options_that_would_be_ignored_are_refused(tmp_path):
+    out = tmp_path / "out"
+    base = ["predict", INPUT, "--chunk-size", "300", "--out", out, "--gpus", "0", "--quiet"]
+    _assert_clean_failure(run_cli(*base, "--profile", "demo", "--esm", tmp_path), out, "--esm/--dnabert",
+                          "--profile demo")
+    _assert_clean_failure(run_cli(*base, "--profile", "random", "--dnabert", tmp_path), out, "--profile random")
+    _assert_clean_failure(run_cli(*base, "--profile", "random", "--classifier", INPUT), out, "--classifier")
+
+
+def test_classifier_made_for_another_chunk_size_is_refused(tmp_path):
+    demo500 = ROOT_DATA / "demo" / "demo_classifier_500.safetensors"
+    out = tmp_path / "out"
+    r = run_cli("predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
+                "--classifier", demo500, "--quiet")
+    _assert_clean_failure(r, out, "--chunk-size 500", "not 300")
+
+
+def test_threads_and_umask(tmp_path):
+    out = tmp_path / "deep" / "out"
+    cmd = [sys.executable, "-m", "virnucpro_kernel", "predict", str(INPUT), "--chunk-size", "300", "--out",
+           str(out), "--profile", "demo", "--gpus", "0", "--quiet", "--threads", "1"]
+    r = subprocess.run(["sh", "-c", 'umask 002 && exec "$@"', "sh", *cmd], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert run["parameters"]["threads"] == 1
+    for p in (out.parent, out, out / "logs", out / "sequences.tsv", out / "run.json"):
+        assert p.stat().st_mode & 0o020, f"{p} is not group-writable under umask 002"
+    out2 = tmp_path / "out2"
+    r = run_cli("predict", INPUT, "--chunk-size", "300", "--out", out2, "--profile", "demo", "--gpus", "0",
+                "--quiet", env={"OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out2 / "run.json").read_text())["parameters"]["threads"] == 2

@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-size", type=int, required=True, help="300 or 500 (must match the classifier)")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--profile", choices=["auto", "real", "demo", "random"], default="auto",
-                   help="models: real (DNABERT-S, ESM-2 3B, published classifier), demo (small, offline), "
-                        "auto (real when present, else demo with a warning), random (random weights of the "
-                        "real shapes: benchmarks)")
+                   help="models: real (DNABERT-S, ESM-2 3B, published classifier; auto is the same and says "
+                        "which files are missing), demo (small and offline; calls not biologically meaningful), "
+                        "random (random weights of the real shapes: benchmarks)")
     s.add_argument("--esm", help="ESM-2 directory or Hugging Face id (overrides the profile)")
     s.add_argument("--dnabert", help="DNABERT-S directory or Hugging Face id (overrides the profile)")
     s.add_argument("--classifier", help="classifier .pth or .safetensors (overrides the profile)")
@@ -79,13 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per packed batch (default 65,536 on GPUs, 8,192 on the CPU)")
     s.add_argument("--threshold", type=float, default=0.5, help="score at or above which a sequence is called virus")
     s.add_argument("--save-features", action="store_true", help="store the 3,328 features per frame in frames.parquet")
-    s.add_argument("--resume", action="store_true", help="keep finished work units of an earlier run in --out")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out (only unfinished work units run; a finished run is "
+                        "left as it is)")
+    s.add_argument("--force", action="store_true",
+                   help="start over in an --out that holds an earlier run (removes what that run wrote, nothing else)")
     s.add_argument("--attention", choices=["auto", "flash", "varlen", "reference"], default="auto",
                    help="attention kernel (reference: padded with explicit masks)")
     s.add_argument("--no-packing", action="store_true",
                    help="attention over padded batches (each padded to its longest frame) instead of packed "
                         "sequences; token-wise layers are unaffected by padding and stay unpadded")
     s.add_argument("--no-compile", action="store_true", help="do not torch.compile the encoder layers")
+    s.add_argument("--no-dedup", action="store_true",
+                   help="embed every frame, also frames identical to another of the same work unit")
+    s.add_argument("--no-gelu-epilogue", action="store_true",
+                   help="ESM-2 FFN: exact (erf) GELU as its own pass instead of in the fc1 product's epilogue "
+                        "(GPU, fp16/bf16)")
+    s.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads per process (default: OMP_NUM_THREADS, else this process's CPUs over the "
+                        "processes of this machine)")
     s.add_argument("--unit-records", type=_positive_int, default=None,
                    help="input records per work unit (default 4096; a resumed run must use the same)")
     s.add_argument("--log-dir", default=None, help="where the run log and GPU log go (default: OUT/logs)")
@@ -128,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(run=_cmd_models)
 
     s = sub.add_parser("benchmark", help="measure speed, scaling and equivalence; track regressions")
-    s.add_argument("--suite", choices=["prepare", "encoders", "engine", "scaling", "equivalence", "all"], required=True)
+    s.add_argument("--suite", choices=["prepare", "encoders", "engine", "scaling", "equivalence", "predict", "all"],
+                   required=True)
     s.add_argument("--data-size", choices=["tiny", "small", "medium", "large", "xl"], default="tiny")
     s.add_argument("--gpu-counts", default=None, help="comma-separated, e.g. 1,2,4 (scaling suite)")
     s.add_argument("--out", required=True, help="folder for result JSON and markdown")
@@ -156,9 +169,15 @@ def _cmd_prepare(args):
 
 
 def _cmd_predict(args):
-    from .predict import predict_from_args
+    from .predict import PredictSettings, predict
 
-    predict_from_args(args)
+    return predict(PredictSettings(
+        input=args.input, chunk_size=args.chunk_size, out=args.out, profile=args.profile, gpus=args.gpus,
+        threshold=args.threshold, esm=args.esm, dnabert=args.dnabert, classifier=args.classifier, dtype=args.dtype,
+        token_budget=args.token_budget, attention=args.attention, packing=not args.no_packing,
+        compile=not args.no_compile, dedup=not args.no_dedup, gelu_epilogue=False if args.no_gelu_epilogue else None,
+        save_features=args.save_features, resume=args.resume, force=args.force, unit_records=args.unit_records,
+        threads=args.threads, log_dir=args.log_dir, quiet=args.quiet))
 
 
 def _cmd_train(args):

@@ -7,10 +7,8 @@
 * Units are **handed out dynamically** through the torch.distributed store that ``torchrun`` sets up: a
   rank claims the next unit with ``store.add`` (an atomic counter), so fast and slow GPUs finish together.
   Without ``torchrun`` the same code runs with a local counter.
-* Each finished unit is written **atomically** (temporary file, then ``os.replace``) under
-  ``OUT/.work/units/``: a unit file exists only complete. ``--resume`` keeps them and recomputes only the
-  missing ones, whatever ``--gpus`` the resumed run uses; a manifest makes sure the input, chunk size,
-  unit size, models and precision are the same.
+* Each finished unit is written atomically under ``OUT/.work/units/`` (``units``); ``--resume`` keeps them and
+  recomputes only the missing ones, whatever ``--gpus`` the resumed run uses.
 * When every rank is done, rank 0 **merges** the unit files in input order.
 """
 
@@ -139,95 +137,6 @@ def iter_units(path, unit_records: int, validator: RecordValidator) -> Iterator[
                 unit, pending, have = unit + 1, [], 0
     if pending:
         yield unit, validator.check(RecordBlock.concat(pending))
-
-
-def unit_path(work: Path, unit: int) -> Path:
-    return work / "units" / f"unit_{unit:08d}.npz"
-
-
-def write_unit(work: Path, result) -> Path:
-    """Store a finished unit atomically (a unit file exists only complete)."""
-    from .sequences import gather
-
-    recs = result.records
-    ids = gather(recs.hbuf, recs.hdr_start, recs.id_len)
-    frames = result.frames
-    arrays = dict(
-        record_index=recs.record_index, length=recs.seq_len, chunks=result.chunks_per_record,
-        ids=ids, id_len=recs.id_len,
-        frame_record=recs.record_index[frames.record] if len(frames) else np.zeros(0, np.int64),
-        frame_chunk=frames.chunk, frame_code=frames.frame, probs=result.probs,
-        counts=np.array([result.esm_tokens, result.dna_tokens], dtype=np.int64),
-    )
-    if result.features is not None:
-        arrays["features"] = result.features
-    dst = unit_path(work, result.unit)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, dst)
-    return dst
-
-
-def read_unit(path: Path) -> dict:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def unit_ids(unit: dict) -> list[str]:
-    raw = unit["ids"].tobytes()
-    off = np.concatenate(([0], np.cumsum(unit["id_len"]))).tolist()
-    return [raw[off[i]:off[i + 1]].decode("utf-8", "replace") for i in range(len(off) - 1)]
-
-
-# ------------------------------------------------------------------------------------------ resume
-
-
-def input_identity(path) -> dict:
-    """Size, modification time and a hash of the first and last MiB: enough to notice another input."""
-    p = Path(path)
-    st = p.stat()
-    h = hashlib.sha256()
-    with open(p, "rb") as fh:
-        h.update(fh.read(1 << 20))
-        if st.st_size > 2 << 20:
-            fh.seek(-(1 << 20), os.SEEK_END)
-            h.update(fh.read())
-    return {"path": str(p.resolve()), "size": st.st_size, "mtime": int(st.st_mtime), "sha256_ends": h.hexdigest()}
-
-
-def check_resume(out: Path, manifest: dict) -> None:
-    """Refuse to resume work made with another input, chunk size, unit size, models or precision."""
-    old = out / WORK_DIR / "manifest.json"
-    if old.is_file():
-        previous = json.loads(old.read_text())
-        diffs = [k for k in manifest if k != "started" and previous.get(k) != manifest.get(k)]
-        if diffs:
-            raise VirNucProError(f"cannot resume in {out}: {', '.join(diffs)} differ from the interrupted run "
-                                 "(run without --resume to start over)")
-
-
-def prepare_work_dir(out: Path, manifest: dict, resume: bool) -> tuple[Path, int]:
-    """Create or reuse ``OUT/.work``. Returns (work dir, number of finished units kept)."""
-    work = out / WORK_DIR
-    # temporary files of an output writer that was killed: never complete, never needed
-    for stale in [*out.glob(".*.tmp"), *out.glob(".chunk-runs-*")]:
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    old = work / "manifest.json"
-    if resume and old.is_file():
-        check_resume(out, manifest)
-        kept = len(list((work / "units").glob("unit_*.npz")))
-        return work, kept
-    if work.exists():
-        shutil.rmtree(work)
-    (work / "units").mkdir(parents=True)
-    tmp = work / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, work / "manifest.json")
-    return work, 0
 
 
 def now_stamp() -> str:

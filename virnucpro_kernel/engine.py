@@ -1,10 +1,15 @@
 """One device's pipeline: records -> chunks -> frames -> token batches -> encoders -> features -> scores.
 
 :class:`FramePipeline` holds the three models on one device for the whole run (persistent models). Its
-CPU half (:meth:`FramePipeline.prepare`: chunking, six-frame translation, tokenization, packing into
-token-budgeted batches, pinning) runs ahead in a worker thread (:class:`Prefetcher`) while its GPU half
-(:meth:`FramePipeline.run`) copies each batch to the GPU on a side stream, one batch ahead of the compute,
-runs DNABERT-S, ESM-2 and the classifier, and brings back only pooled features and scores.
+CPU half (:meth:`FramePipeline.prepare`: chunking, six-frame translation, finding each encoder's distinct
+inputs, tokenization, packing into token-budgeted batches, pinning) runs ahead in a worker thread
+(:class:`Prefetcher`) while its GPU half (:meth:`FramePipeline.run`) copies each batch to the GPU on a side
+stream, one batch ahead of the compute, runs DNABERT-S and ESM-2, gives every frame its features and runs the
+classifier, and brings back only scores (and features when asked).
+
+Identical inputs are embedded once: frames of a unit with the same protein share one ESM-2 run, frames with
+the same DNA one DNABERT-S run (exact comparison of the sequences; reads with PCR or optical duplicates gain
+the most). ``EngineOptions(dedup=False)`` runs every frame.
 
 A batch that runs out of GPU memory is split in two and retried (and the log says so).
 """
@@ -42,6 +47,8 @@ class EngineOptions:
     packing: bool = True
     compile: bool = False
     save_features: bool = False
+    dedup: bool = True  # identical proteins (ESM-2) and DNA (DNABERT-S) of a unit's frames embedded once
+    gelu_epilogue: bool | None = None  # ESM-2 FFN bias + GELU in the cuBLAS epilogue (None: on CUDA fp16/bf16)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -63,18 +70,43 @@ def default_dtype(device: str) -> str:
     return "fp32"
 
 
+BLOCK_FRAMES = 32768  # frames whose features are on the device at once (32,768 x 3,328 x 4 B = 436 MB)
+
+
+@dataclass
+class BlockBatches:
+    """Up to ``BLOCK_FRAMES`` consecutive frames of a unit, made ready for the device: each encoder's distinct
+    inputs (``codes``: each frame's row among them) packed into token-budgeted batches of
+    ``(indices, ids, cu_seqlens, max_seqlen)`` (pinned on GPU runs)."""
+
+    start: int
+    stop: int
+    dna_codes: np.ndarray
+    esm_codes: np.ndarray
+    dna_batches: list
+    esm_batches: list
+    n_dna: int
+    n_esm: int
+
+
 @dataclass
 class PreparedUnit:
-    """CPU work done for one work unit: its records, frames and packed batches (pinned on GPU runs)."""
+    """CPU work done for one work unit: its records, frames and packed batches."""
 
     unit: int
     records: RecordBlock
     chunks_per_record: np.ndarray
     frames: FrameBlock
-    batches: list  # of (indices, dna PackedBatch tensors, esm PackedBatch tensors)
-    esm_tokens: int
+    blocks: list  # of BlockBatches
+    esm_tokens: int  # of all frames (what the unit asks for)
     dna_tokens: int
+    esm_tokens_computed: int  # of the distinct proteins actually run
+    dna_tokens_computed: int
     prepare_seconds: float
+
+    @property
+    def esm_batches(self) -> list:
+        return [b for blk in self.blocks for b in blk.esm_batches]
 
 
 @dataclass
@@ -89,14 +121,26 @@ class UnitResult:
     dna_tokens: int
     seconds: float = 0.0
     oom_splits: int = 0
+    esm_tokens_computed: int = 0
+    dna_tokens_computed: int = 0
 
 
 def _tensors(batch: PackedBatch, pin: bool):
+    idx = torch.from_numpy(batch.indices)
     ids = torch.from_numpy(batch.input_ids)
     cu = torch.from_numpy(batch.cu_seqlens)
     if pin:
-        ids, cu = ids.pin_memory(), cu.pin_memory()
-    return ids, cu, batch.max_seqlen
+        idx, ids, cu = idx.pin_memory(), ids.pin_memory(), cu.pin_memory()
+    return idx, ids, cu, batch.max_seqlen
+
+
+def _distinct(items: list, dedup: bool) -> tuple[np.ndarray, list]:
+    """``(codes, distinct items)``: ``items[i] == distinct[codes[i]]`` (exact comparison of the strings)."""
+    if not dedup:
+        return np.arange(len(items), dtype=np.int64), items
+    first: dict = {}
+    codes = np.fromiter((first.setdefault(s, len(first)) for s in items), dtype=np.int64, count=len(items))
+    return codes, list(first)
 
 
 class FramePipeline:
@@ -110,12 +154,18 @@ class FramePipeline:
         self.dnabert, self.esm, self.classifier = profile.load(
             device=self.device, dtype=options.torch_dtype, attention=options.attention_setting,
             compile=options.compile)
+        self.esm.gelu_epilogue = options.gelu_epilogue
         self.load_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.attention = {"dnabert": self.dnabert.attention_path, "esm": self.esm.attention_path}
+        self.attention_seconds = time.perf_counter() - t1
         self.pin = self.device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.oom_splits = 0
-        log.info("models on %s (%s): DNABERT-S attention %s, ESM-2 attention %s, loaded in %.1f s",
-                 self.device, options.dtype, self.dnabert.attention_path, self.esm.attention_path, self.load_seconds)
+        log.info("models on %s (%s): DNABERT-S attention %s, ESM-2 attention %s, FFN GELU %s; loaded in %.1f s, "
+                 "attention paths chosen in %.1f s", self.device, options.dtype, self.attention["dnabert"],
+                 self.attention["esm"], "in the fc1 epilogue" if self.esm.uses_gelu_epilogue else "exact",
+                 self.load_seconds, self.attention_seconds)
 
     @property
     def feature_size(self) -> int:
@@ -123,13 +173,13 @@ class FramePipeline:
 
     def describe(self) -> dict:
         return {"device": str(self.device), "dtype": self.options.dtype, "token_budget": self.options.budget,
-                "packing": self.options.packing, "compile": self.options.compile,
-                "attention": {"dnabert": self.dnabert.attention_path, "esm": self.esm.attention_path},
+                "packing": self.options.packing, "compile": self.options.compile, "dedup": self.options.dedup,
+                "esm_gelu_epilogue": self.esm.uses_gelu_epilogue, "attention": dict(self.attention),
                 "load_seconds": round(self.load_seconds, 3)}
 
     @torch.inference_mode()
-    def warmup(self, sizes=(48, 160)) -> float:
-        """Run small synthetic batches of two sizes through both encoders (compiles what is compiled)."""
+    def warmup(self, sizes=(160,)) -> float:
+        """Run small synthetic batches through both encoders (compiles what is compiled)."""
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
         for n in sizes:
@@ -137,9 +187,9 @@ class FramePipeline:
             proteins = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=k)) for k in lengths]
             dna = ["".join(rng.choice(list("ACGT"), size=3 * k + 1)) for k in lengths]
             idx = np.arange(n)
-            d = _tensors(pack_tokens(self.dnabert.tokenize(dna), idx), self.pin)
-            e = _tensors(pack_tokens(esm_tokenize(proteins), idx), self.pin)
-            self._forward(_move(d, self.device), _move(e, self.device))
+            for model, tokens in ((self.dnabert, self.dnabert.tokenize(dna)), (self.esm, esm_tokenize(proteins))):
+                _, ids, cu, m = _tensors(pack_tokens(tokens, idx), self.pin)
+                model.forward_packed(ids.to(self.device), cu.to(self.device), m)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
@@ -151,99 +201,119 @@ class FramePipeline:
         chunks = chunk_block(records, self.options.chunk_size)
         frames = frames_of_chunks(records, chunks)
         chunks_per_record = np.bincount(chunks.record, minlength=len(records)).astype(np.int32)
-        batches, esm_tokens, dna_tokens = [], 0, 0
+        blocks = []
+        counts = dict(esm=0, dna=0, esm_c=0, dna_c=0)
         if len(frames):
-            dna = self.dnabert.tokenize(frames.nucleotides())
-            esm = esm_tokenize(frames.proteins())
-            esm_len = np.diff(frames.prot_off) + 2
-            dna_len = np.fromiter((len(t) for t in dna), dtype=np.int64, count=len(dna))
-            esm_tokens, dna_tokens = int(esm_len.sum()), int(dna_len.sum())
-            for idx in pack_by_tokens(np.maximum(esm_len, dna_len), self.options.budget):
-                batches.append((idx, _tensors(pack_tokens(dna, idx), self.pin), _tensors(pack_tokens(esm, idx), self.pin)))
-        return PreparedUnit(unit, records, chunks_per_record, frames, batches, esm_tokens, dna_tokens,
-                            time.perf_counter() - t0)
+            proteins, dnas = frames.proteins(), frames.nucleotides()
+            for start in range(0, len(frames), BLOCK_FRAMES):
+                stop = min(start + BLOCK_FRAMES, len(frames))
+                dna_codes, dna_distinct = _distinct(dnas[start:stop], self.options.dedup)
+                esm_codes, esm_distinct = _distinct(proteins[start:stop], self.options.dedup)
+                dna_tok = self.dnabert.tokenize(dna_distinct)
+                esm_tok = esm_tokenize(esm_distinct)
+                dna_len = np.fromiter((len(t) for t in dna_tok), dtype=np.int64, count=len(dna_tok))
+                esm_len = np.fromiter((len(t) for t in esm_tok), dtype=np.int64, count=len(esm_tok))
+                counts["dna"] += int(dna_len[dna_codes].sum())
+                counts["esm"] += int(esm_len[esm_codes].sum())
+                counts["dna_c"] += int(dna_len.sum())
+                counts["esm_c"] += int(esm_len.sum())
+                batches = {name: [_tensors(pack_tokens(tok, idx), self.pin)
+                                  for idx in pack_by_tokens(lengths, self.options.budget)]
+                           for name, tok, lengths in (("dna", dna_tok, dna_len), ("esm", esm_tok, esm_len))}
+                blocks.append(BlockBatches(start, stop, dna_codes, esm_codes, batches["dna"], batches["esm"],
+                                          len(dna_tok), len(esm_tok)))
+        return PreparedUnit(unit, records, chunks_per_record, frames, blocks, counts["esm"], counts["dna"],
+                            counts["esm_c"], counts["dna_c"], time.perf_counter() - t0)
 
     # ------------------------------------------------------------------------------------ GPU half
 
     def _to_device(self, packed):
-        ids, cu, max_len = packed
+        idx, ids, cu, max_len = packed
         if self.copy_stream is None:
-            return ids, cu, max_len
+            return idx, ids, cu, max_len
         with torch.cuda.stream(self.copy_stream):
-            return ids.to(self.device, non_blocking=True), cu.to(self.device, non_blocking=True), max_len
+            return (idx.to(self.device, non_blocking=True), ids.to(self.device, non_blocking=True),
+                    cu.to(self.device, non_blocking=True), max_len)
 
-    def _forward(self, dna, esm) -> torch.Tensor:
-        """Features [B, D] (float32) of one batch already on the device."""
-        return torch.cat([self.dnabert.forward_packed(*dna), self.esm.forward_packed(*esm)], dim=1)
+    def _forward(self, model, ids, cu, max_len) -> torch.Tensor:
+        """Pooled features [B, hidden] (float32) of one packed batch already on the device."""
+        return model.forward_packed(ids, cu, max_len)
 
-    def _forward_with_split(self, dna_cpu, esm_cpu, dna, esm) -> torch.Tensor:
+    def _forward_with_split(self, model, cpu, dev) -> torch.Tensor:
         try:
-            return self._forward(dna, esm)
+            return self._forward(model, *dev[1:])
         except torch.cuda.OutOfMemoryError:
-            n = dna_cpu[1].numel() - 1
+            n = cpu[2].numel() - 1
             if n <= 1:
                 raise
             torch.cuda.empty_cache()
             self.oom_splits += 1
-            log.warning("a batch of %d frames (%d ESM-2 tokens) ran out of GPU memory: split in two and retried",
-                        n, int(esm_cpu[1][-1]))
+            log.warning("a batch of %d sequences (%d tokens) ran out of GPU memory: split in two and retried",
+                        n, int(cpu[2][-1]))
             parts = []
             for half in (slice(0, n // 2), slice(n // 2, n)):
-                d, e = _sub_batch(dna_cpu, half), _sub_batch(esm_cpu, half)
-                parts.append(self._forward_with_split(d, e, _move(d, self.device), _move(e, self.device)))
+                sub = _sub_batch(cpu, half)
+                parts.append(self._forward_with_split(model, sub, _move(sub, self.device)))
             return torch.cat(parts)
+
+    def _embed_block(self, block: BlockBatches) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of the block's distinct DNA and proteins, ``[n_dna, 768]`` and ``[n_esm, 2560]`` (float32,
+        on the device). The next batch's copy to the device overlaps this batch's compute."""
+        jobs = [(self.dnabert, b) for b in block.dna_batches] + [(self.esm, b) for b in block.esm_batches]
+        out = {id(self.dnabert): torch.empty(block.n_dna, self.dnabert.config.hidden_size, device=self.device),
+               id(self.esm): torch.empty(block.n_esm, self.esm.config.hidden_size, device=self.device)}
+        pending = self._to_device(jobs[0][1]) if jobs else None
+        current = torch.cuda.current_stream(self.device) if self.copy_stream is not None else None
+        for i, (model, cpu) in enumerate(jobs):
+            dev = pending
+            if current is not None:
+                current.wait_stream(self.copy_stream)
+                for t in dev[:3]:
+                    t.record_stream(current)
+            if i + 1 < len(jobs):
+                pending = self._to_device(jobs[i + 1][1])
+            out[id(model)][dev[0]] = self._forward_with_split(model, cpu, dev)
+        return out[id(self.dnabert)], out[id(self.esm)]
 
     @torch.inference_mode()
     def run(self, prepared: PreparedUnit) -> UnitResult:
-        """Run a prepared unit. Each batch is classified as soon as its features exist, so the device holds
-        one batch of features at a time; only scores (and, with ``save_features``, features) come back."""
+        """Run a prepared unit, block by block: embed the distinct inputs, give each frame its rows, classify.
+        Only scores (and, with ``save_features``, features) come back to the host."""
         t0 = time.perf_counter()
         n = len(prepared.frames)
         keep_features = self.options.save_features or self.classifier is None
-        probs_parts, feature_parts, order = [], [], []
-        batches = prepared.batches
-        pending = self._to_device(batches[0][1]) + self._to_device(batches[0][2]) if batches else None
         splits_before = self.oom_splits
-        for i, (idx, dna_cpu, esm_cpu) in enumerate(batches):
-            dna, esm = pending[:3], pending[3:]
-            if self.copy_stream is not None:
-                torch.cuda.current_stream(self.device).wait_stream(self.copy_stream)
-                for t in (*dna[:2], *esm[:2]):
-                    t.record_stream(torch.cuda.current_stream(self.device))
-            if i + 1 < len(batches):  # next batch's copy overlaps this batch's compute
-                pending = self._to_device(batches[i + 1][1]) + self._to_device(batches[i + 1][2])
-            feats = self._forward_with_split(dna_cpu, esm_cpu, dna, esm)
+        probs_parts, feature_parts = [], []
+        for block in prepared.blocks:
+            dna, esm = self._embed_block(block)
+            feats = torch.cat([dna[torch.from_numpy(block.dna_codes).to(self.device)],
+                               esm[torch.from_numpy(block.esm_codes).to(self.device)]], dim=1)
             if self.classifier is not None:
-                probs_parts.append(self.classifier.predict_proba(feats).float())
+                probs_parts.append(self.classifier.predict_proba(feats).float().cpu())
             if keep_features:
-                feature_parts.append(feats.to("cpu"))
-            order.append(idx)
-        if n:
-            inverse = np.empty(n, dtype=np.int64)
-            inverse[np.concatenate(order)] = np.arange(n)
-            probs = (torch.cat(probs_parts)[torch.from_numpy(inverse).to(self.device)].cpu().numpy()
-                     if probs_parts else np.zeros((n, 0), dtype=np.float32))
-            features = torch.cat(feature_parts)[torch.from_numpy(inverse)].numpy() if keep_features else None
+                feature_parts.append(feats.cpu())
+        if n and probs_parts:
+            probs = torch.cat(probs_parts).numpy()
         else:
-            probs = np.zeros((0, 2 if self.classifier is not None else 0), dtype=np.float32)
-            features = None
+            probs = np.zeros((n, 2 if self.classifier is not None else 0), dtype=np.float32)
+        features = torch.cat(feature_parts).numpy() if keep_features and feature_parts else None
         return UnitResult(prepared.unit, prepared.records, prepared.chunks_per_record, prepared.frames, probs,
                           features, prepared.esm_tokens, prepared.dna_tokens, time.perf_counter() - t0,
-                          self.oom_splits - splits_before)
+                          self.oom_splits - splits_before, prepared.esm_tokens_computed, prepared.dna_tokens_computed)
 
 
 def _sub_batch(packed, sl: slice):
-    ids, cu, _ = packed
-    cu_np = cu.numpy() if isinstance(cu, torch.Tensor) else cu
+    idx, ids, cu, _ = packed
+    cu_np = cu.numpy()
     a, b = int(cu_np[sl.start]), int(cu_np[sl.stop])
     new_cu = torch.from_numpy((cu_np[sl.start:sl.stop + 1] - a).astype(np.int32))
     lengths = np.diff(new_cu.numpy())
-    return ids[a:b], new_cu, int(lengths.max())
+    return idx[sl], ids[a:b], new_cu, int(lengths.max())
 
 
 def _move(packed, device):
-    ids, cu, m = packed
-    return ids.to(device), cu.to(device), m
+    idx, ids, cu, m = packed
+    return idx.to(device), ids.to(device), cu.to(device), m
 
 
 class Prefetcher:

@@ -20,9 +20,11 @@ What comes out (reference doc section 5 and interface.md, "Outputs of predict"):
   shortest round-trip decimal of a float32 is monotone in the value, so comparing the float32 values gives
   the same answer.
 - ``sequences.tsv``: per input record: ``sequence_id, length, chunks, chunks_with_frames, frames, score,
-  viral_chunk_fraction, call`` (see :func:`sequence_calls`); scores in float64, written with Python's
-  ``repr`` (round-trips exactly), empty when there is no frame.
-- ``viral.fa``: records called ``virus``, header as in the input, sequence wrapped at 60 letters a line.
+  viral_chunk_fraction, call, profile`` (see :func:`sequence_calls`; ``profile`` names the models: ``real``,
+  ``demo`` or ``random``); scores in float64, written with Python's ``repr`` (round-trips exactly), empty when
+  there is no frame.
+- ``viral.fa``: records called ``virus``, header as in the input, sequence wrapped at 60 letters a line; in a
+  demo run each header ends with `` [demo profile: not biologically meaningful]``.
 - ``frames.parquet``: per-frame table (see :func:`write_frames_parquet`).
 - ``run.json``: what the caller passes, plus output counts; numpy values made plain JSON.
 
@@ -59,7 +61,25 @@ RUN_JSON = "run.json"
 FRAME_COLUMNS = ("record_index", "sequence_id", "chunk", "frame", "p_others", "p_virus")
 SEQUENCE_COLUMNS = (
     "sequence_id", "length", "chunks", "chunks_with_frames", "frames", "score", "viral_chunk_fraction", "call",
+    "profile",
 )
+PROFILES = ("real", "demo", "random")
+DEMO_HEADER_MARK = " [demo profile: not biologically meaningful]"
+
+
+def header_mark(profile: str) -> str:
+    """What ``viral.fa`` headers end with in a run of ``profile``: a demo run says so where users read it."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    return DEMO_HEADER_MARK if profile == "demo" else ""
+
+
+def with_profile(calls: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """``calls`` with the last column ``profile`` (the models' profile, the same on every row)."""
+    header_mark(profile)
+    calls = calls.copy()
+    calls["profile"] = pd.Series([profile] * len(calls), dtype="str", index=calls.index)
+    return calls
 FRAME_NAMES = ("F1", "F2", "F3", "R1", "R2", "R3")
 FASTA_LINE_WIDTH = 60
 
@@ -449,7 +469,7 @@ def write_sequences_tsv(calls: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def write_viral_fasta(
-    records_iter: Iterable[tuple[str, str, str]], calls: pd.DataFrame, path: str | os.PathLike
+    records_iter: Iterable[tuple[str, str, str]], calls: pd.DataFrame, path: str | os.PathLike, mark: str = ""
 ) -> int:
     """``viral.fa``: the records whose call is ``virus``, header as in the input (``>`` + description),
     sequence as in the input (case kept) wrapped at 60 letters a line. Returns the number written.
@@ -460,14 +480,14 @@ def write_viral_fasta(
     """
     records_iter = iter(records_iter)
     with atomic_open(path, "w") as f:
-        written = _write_viral_records(f, records_iter, calls)
+        written = _write_viral_records(f, records_iter, calls, mark)
         for sequence_id, _, sequence in records_iter:
             if len(sequence):
                 raise ValueError(f"record {sequence_id!r} has no row in the calls table")
     return written
 
 
-def _write_viral_records(f, records_iter: Iterator[tuple[str, str, str]], calls: pd.DataFrame) -> int:
+def _write_viral_records(f, records_iter: Iterator[tuple[str, str, str]], calls: pd.DataFrame, mark: str = "") -> int:
     """Consume the records of ``calls`` (and the empty ones among them) from ``records_iter``; write the viral ones."""
     ids = calls["sequence_id"].tolist()
     lengths = np.asarray(calls["length"], dtype=np.int64)
@@ -485,7 +505,7 @@ def _write_viral_records(f, records_iter: Iterator[tuple[str, str, str]], calls:
                 f"table ({ids[row]!r}, length {lengths[row]})"
             )
         if is_virus[row]:
-            f.write(f">{description}\n")
+            f.write(f">{description}{mark}\n")
             for start in range(0, len(sequence), FASTA_LINE_WIDTH):
                 f.write(sequence[start : start + FASTA_LINE_WIDTH])
                 f.write("\n")
@@ -597,6 +617,7 @@ def write_outputs(
     records: pd.DataFrame,
     *,
     threshold: float,
+    profile: str,
     records_iter: Iterable[tuple[str, str, str]] | None = None,
     features: np.ndarray | None = None,
     run_info: dict | None = None,
@@ -609,7 +630,7 @@ def write_outputs(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    calls = sequence_calls(frames, records, threshold)  # validates the tables before anything is written
+    calls = with_profile(sequence_calls(frames, records, threshold), profile)  # validates before writing
     if features is not None:
         features = _check_features(features, len(frames))
     write_prediction_results(frames, out / PREDICTION_RESULTS)
@@ -618,7 +639,7 @@ def write_outputs(
     files = [PREDICTION_RESULTS, HIGHESTSCORE, SEQUENCES_TSV]
     viral_written = None
     if records_iter is not None:
-        viral_written = write_viral_fasta(records_iter, calls, out / VIRAL_FASTA)
+        viral_written = write_viral_fasta(records_iter, calls, out / VIRAL_FASTA, header_mark(profile))
         files.append(VIRAL_FASTA)
     write_frames_parquet(frames, out / FRAMES_PARQUET, features)
     files.append(FRAMES_PARQUET)
@@ -652,16 +673,18 @@ class OutputWriter:
     collected into sorted runs on disk (``run_rows`` rows each), merged at :meth:`close`. The result is
     byte-identical to :func:`write_outputs` on the concatenated tables (a test holds them together).
 
-        writer = OutputWriter(out_dir, threshold=0.5, records_iter=records)
+        writer = OutputWriter(out_dir, threshold=0.5, profile="real", records_iter=records)
         for frames, records, features in parts:
             writer.add(frames, records, features)
         writer.close(run_info)
     """
 
-    def __init__(self, out_dir, *, threshold: float, records_iter=None, run_rows: int = 1 << 20):
+    def __init__(self, out_dir, *, threshold: float, profile: str, records_iter=None, run_rows: int = 1 << 20):
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.threshold = threshold
+        self.profile = profile
+        self.mark = header_mark(profile)
         self.records_iter = iter(records_iter) if records_iter is not None else None
         self.run_rows = run_rows
         self._stack = contextlib.ExitStack()
@@ -687,13 +710,14 @@ class OutputWriter:
 
     def add(self, frames: pd.DataFrame, records: pd.DataFrame, features: np.ndarray | None = None) -> pd.DataFrame:
         """Write one part; returns its per-sequence calls."""
-        calls = sequence_calls(frames, records, self.threshold)
+        calls = with_profile(sequence_calls(frames, records, self.threshold), self.profile)
         _write_prediction_rows(self._pred, frames)
         calls.loc[:, list(SEQUENCE_COLUMNS)].to_csv(self._seqs, sep="\t", index=False, na_rep="",
                                                      lineterminator="\n", header=self._first)
         self._first = False
         if self._viral is not None:
-            self.counts["viral_fasta_records"] += _write_viral_records(self._viral, self.records_iter, calls)
+            self.counts["viral_fasta_records"] += _write_viral_records(self._viral, self.records_iter, calls,
+                                                                       self.mark)
         if len(frames):
             lines = _highestscore_lines(frames)
             self._pending.append(lines)

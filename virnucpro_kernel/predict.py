@@ -1,47 +1,194 @@
-"""``virnucpro predict``: one streaming pipeline from FASTA to calls, on the CPU or 1..N GPUs.
+"""``predict``: one streaming pipeline from FASTA to calls, on the CPU or 1..N GPUs.
 
-``--gpus N`` (N > 1) on one machine launches ``torchrun --standalone --nproc-per-node N`` on this same
-command; on a cluster, run ``torchrun --nnodes ... -m virnucpro_kernel predict ...`` yourself. Each rank
-loads the models once, claims work units (``distributed``), runs them through its device's
-``engine.FramePipeline`` and writes each finished unit atomically; rank 0 then merges them into the
-outputs (``outputs``).
+:class:`PredictSettings` holds every setting of a run (the CLI and the Python API fill it in). ``gpus > 1``
+on one machine launches ``torchrun --standalone --nproc-per-node N`` on this same command; on a cluster, run
+``torchrun --nnodes ... -m virnucpro_kernel predict ...`` yourself. Each rank loads the models once, claims
+work units (``distributed``), runs them through its device's ``engine.FramePipeline`` and hands each finished
+unit to a writer thread that stores it atomically (``units``); rank 0 then merges them into the outputs
+(``outputs``).
+
+Before anything is written, rank 0 checks the output folder (``rundir``: refused when it holds anything,
+unless ``resume`` or ``force``), the whole input (alphabet, duplicate IDs, its SHA-256: one pass, which runs
+while the models load) and the models. Only then does it take the folder's lock.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import json
 import logging
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .distributed import (DEFAULT_UNIT_RECORDS, Coordinator, check_resume, input_identity, iter_units, now_stamp,
-                          prepare_work_dir, rank_info, read_unit, unit_ids, unit_path, write_unit)
-from .errors import VirNucProError
+from .distributed import DEFAULT_UNIT_RECORDS, Coordinator, iter_units, now_stamp, rank_info
+from .errors import InputError, VirNucProError
 from .outputs import OutputWriter
-from .sequences import FRAME_LABELS, RecordValidator, check_chunk_size, iter_raw_blocks, iter_record_blocks
+from .rundir import RunLock, check_out_folder, clear_run
+from .sequences import FRAME_LABELS, RecordValidator, check_chunk_size, iter_raw_blocks, iter_record_blocks, open_input
+from .units import check_resume, prepare_work_dir, read_unit, unit_ids, unit_path, write_unit
 
 log = logging.getLogger("virnucpro")
 CHILD_ENV = "VIRNUCPRO_LAUNCHED"
+SCAN_ENV = "VIRNUCPRO_INPUT_SCAN"
+
+
+@dataclass
+class PredictSettings:
+    """Every setting of a ``predict`` run (see ``virnucpro predict --help``)."""
+
+    input: str
+    chunk_size: int
+    out: str
+    profile: str = "auto"
+    gpus: int | None = None
+    threshold: float = 0.5
+    esm: str | None = None
+    dnabert: str | None = None
+    classifier: str | None = None
+    dtype: str | None = None
+    token_budget: int | None = None
+    attention: str = "auto"
+    packing: bool = True
+    compile: bool = True
+    dedup: bool = True
+    gelu_epilogue: bool | None = None
+    save_features: bool = False
+    resume: bool = False
+    force: bool = False
+    unit_records: int | None = None
+    threads: int | None = None
+    log_dir: str | None = None
+    quiet: bool = False
+
+    def check(self) -> "PredictSettings":
+        """Refuse settings that cannot work, with one line each (nothing is read or written yet)."""
+        check_chunk_size(self.chunk_size)
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0.0 <= self.threshold <= 1.0:
+            raise VirNucProError(f"--threshold must be a number between 0 and 1, not {self.threshold!r}")
+        for name in ("token_budget", "unit_records", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise VirNucProError(f"--{name.replace('_', '-')} must be a whole number of 1 or more, not {value!r}")
+        if self.gpus is not None and (isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0):
+            raise VirNucProError(f"--gpus must be 0 (CPU) or more, not {self.gpus!r}")
+        if self.dtype not in (None, "bf16", "fp16", "fp32"):
+            raise VirNucProError(f"--dtype must be bf16, fp16 or fp32, not {self.dtype!r}")
+        if self.resume and self.force:
+            raise VirNucProError("--resume and --force exclude each other (continue the run in --out, or start over)")
+        return self
+
+    def to_argv(self) -> list[str]:
+        """The ``virnucpro predict`` arguments that give these settings (for the processes torchrun starts)."""
+        argv = ["predict", str(self.input), "--chunk-size", str(self.chunk_size), "--out", str(self.out),
+                "--profile", self.profile, "--threshold", repr(float(self.threshold)), "--attention", self.attention]
+        for name in ("gpus", "esm", "dnabert", "classifier", "dtype", "token_budget", "unit_records", "threads",
+                     "log_dir"):
+            value = getattr(self, name)
+            if value is not None:
+                argv += [f"--{name.replace('_', '-')}", str(value)]
+        flags = {"save_features": self.save_features, "resume": self.resume, "force": self.force,
+                 "quiet": self.quiet, "no_packing": not self.packing, "no_compile": not self.compile,
+                 "no_dedup": not self.dedup, "no_gelu_epilogue": self.gelu_epilogue is False}
+        return argv + [f"--{k.replace('_', '-')}" for k, on in flags.items() if on]
+
+
+# --------------------------------------------------------------------------------------------- input
+
+
+def check_input_file(path) -> None:
+    """predict reads its input more than once (check, compute, viral.fa): it must be a regular file."""
+    p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():  # a pipe would block here and be read only once
+        raise InputError(path, "not a regular file (predict reads its input more than once: save it to a file)")
+    open_input(path).close()  # missing, a folder, unreadable: the usual one-line errors
 
 
 def scan_input(path) -> dict:
-    """Validate the whole input before anything is written (bad input: one-line error, nothing in --out)."""
+    """Validate the whole input and take its SHA-256 in the same pass (bad input: one-line error)."""
+    import hashlib
+
+    p = Path(path)
+    st = p.stat()
+    digest = hashlib.sha256()
     validator = RecordValidator(path)
     bases = 0
-    for block in iter_raw_blocks(path):
+    for block in iter_raw_blocks(path, digest=digest):
         block = validator.check(block)
         bases += int(block.seq_len.sum())
     if validator.empty_records:
         warnings.warn(f"{path}: skipped {validator.empty_records} record(s) of length 0", stacklevel=2)
-    return {"records": validator.records, "empty_records": validator.empty_records, "bases": bases}
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest(),
+            "records": validator.records, "empty_records": validator.empty_records, "bases": bases}
+
+
+def _scan_from_launcher(path) -> dict | None:
+    """The launcher's scan of this input, when it is of this very file (same size and modification time)."""
+    text = os.environ.get(SCAN_ENV)
+    if not text:
+        return None
+    try:
+        scan = json.loads(text)
+        st = Path(path).stat()
+    except (ValueError, OSError):
+        return None
+    if scan.get("path") == str(Path(path).resolve()) and scan.get("size") == st.st_size \
+            and scan.get("mtime_ns") == st.st_mtime_ns:
+        return scan
+    return None
+
+
+class _Background:
+    """``fn()`` in a thread; :meth:`result` re-raises its error in the caller. (No ``warnings.catch_warnings``
+    in here: it changes process-wide state and is not safe beside another thread.)"""
+
+    def __init__(self, fn):
+        self._result, self._error = None, None
+
+        def work():
+            try:
+                self._result = fn()
+            except BaseException as exc:  # re-raised in result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=work, daemon=True, name="virnucpro-scan")
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def resolve_models(settings: PredictSettings):
+    """The run's profile, checked (classifier readable, its features and chunk size matching)."""
+    from .models.profiles import resolve_profile
+
+    profile = resolve_profile(settings.profile, settings.chunk_size, esm=settings.esm, dnabert=settings.dnabert,
+                              classifier=settings.classifier)
+    if settings.attention == "flash":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise VirNucProError("--attention flash needs the flash-attn package, which is not installed")
+    profile.check()
+    return profile
 
 
 def _visible_gpus() -> int:
@@ -50,73 +197,53 @@ def _visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def predict_from_args(args) -> int:
-    check_chunk_size(args.chunk_size)
-    if not 0.0 <= args.threshold <= 1.0:
-        raise VirNucProError(f"--threshold must be between 0 and 1, not {args.threshold}")
+def default_threads(local_processes: int) -> int:
+    """CPU threads per process: ``OMP_NUM_THREADS`` when set, else this process's CPUs over the processes of
+    this machine."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, local_processes))
+
+
+# --------------------------------------------------------------------------------------------- entry
+
+
+def predict(settings: PredictSettings) -> int:
+    """Run ``predict`` (launching one process per GPU when ``gpus > 1`` outside torchrun). 0 on success."""
+    settings.check()
     info = rank_info()
     visible = _visible_gpus()
-    gpus = visible if args.gpus is None else args.gpus
-    if gpus < 0:
-        raise VirNucProError("--gpus must be 0 (CPU) or more")
+    gpus = visible if settings.gpus is None else settings.gpus
     if gpus > visible:
         raise VirNucProError(f"--gpus {gpus}: only {visible} GPU(s) visible")
     if not info.distributed and gpus > 1 and not os.environ.get(CHILD_ENV):
-        return launch_torchrun(args, gpus)
-    return run(args, gpus)
+        return launch_torchrun(settings, gpus)
+    return run(settings, gpus)
 
 
-def _resumed_unit_records(out: Path, resume: bool) -> int | None:
-    """With --resume and no --unit-records: the interrupted run's unit size."""
-    import json
-
-    manifest = out / ".work" / "manifest.json"
-    if resume and manifest.is_file():
-        return json.loads(manifest.read_text()).get("unit_records")
-    return None
-
-
-def check_input_file(path) -> None:
-    """predict reads its input more than once (check, compute, viral.fa): it must be a regular file."""
-    from .errors import InputError
-    from .sequences import open_input
-
-    p = Path(path)
-    if p.exists() and not p.is_dir() and not p.is_file():  # a pipe would block here and be read only once
-        raise InputError(path, "not a regular file (predict reads its input more than once: save it to a file)")
-    open_input(path).close()  # missing, a folder, unreadable: the usual one-line errors
-
-
-def check_models(args) -> None:
-    """What would stop every rank at start-up, checked once before torchrun starts them."""
-    import importlib.util
-
-    from .models.profiles import resolve_profile
-
-    if args.attention == "flash" and importlib.util.find_spec("flash_attn") is None:
-        raise VirNucProError("--attention flash needs the flash-attn package, which is not installed")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        profile = resolve_profile(args.profile, args.chunk_size, esm=args.esm, dnabert=args.dnabert,
-                                  classifier=args.classifier)
-    profile.check()
-
-
-def launch_torchrun(args, gpus: int) -> int:
-    """Check the input and models, then start one process per GPU on this machine with torchrun."""
-    check_input_file(args.input)
-    scan_input(args.input)
-    check_models(args)
-    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+def launch_torchrun(settings: PredictSettings, gpus: int) -> int:
+    """Check the folder, the input and the models, then start one process per GPU on this machine."""
+    check_input_file(settings.input)
+    mode = check_out_folder(Path(settings.out), resume=settings.resume, force=settings.force)
+    if mode == "finished":
+        print(f"{settings.out} holds a finished run: nothing to resume")
+        return 0
+    scan = scan_input(settings.input)
+    resolve_models(settings)
+    child = dataclasses.replace(settings, gpus=gpus, threads=settings.threads or default_threads(gpus))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-           "-m", "virnucpro_kernel", *argv]
-    env = dict(os.environ, **{CHILD_ENV: "1"})
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // gpus)))
+           "-m", "virnucpro_kernel", *child.to_argv()]
+    env = dict(os.environ, **{CHILD_ENV: "1", SCAN_ENV: json.dumps(scan)})
+    env.setdefault("OMP_NUM_THREADS", str(child.threads))
     log.info("launching %d processes: %s", gpus, " ".join(cmd[1:]))
     proc = subprocess.run(cmd, env=env)
     if proc.returncode:
         raise VirNucProError(f"{gpus}-GPU run failed (torchrun exit status {proc.returncode}); see the log above "
-                             f"and in {args.log_dir or Path(args.out) / 'logs'}")
+                             f"and in {settings.log_dir or Path(settings.out) / 'logs'}")
     return 0
 
 
@@ -129,6 +256,16 @@ def _setup_logging(log_dir: Path, stamp: str, rank: int) -> Path:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     return path
+
+
+def _process_start() -> float:
+    """When this process started (epoch seconds): the start of the time before the first batch."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - psutil missing or unsupported: count from here
+        return time.time()
 
 
 class Progress:
@@ -154,55 +291,132 @@ class Progress:
             self.bar.close()
 
 
-def run(args, gpus: int) -> int:
+class UnitWriter:
+    """Stores finished units on a thread of its own, so the device goes on with the next unit meanwhile."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-write")
+        self.pending: list = []
+
+    def submit(self, result, max_pending: int = 2) -> None:
+        for f in [f for f in self.pending if f.done()]:
+            f.result()  # a failed write stops the run here
+        self.pending = [f for f in self.pending if not f.done()]
+        while len(self.pending) >= max_pending:  # bounded host memory when the disk is slow
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(write_unit, self.work, result))
+
+    def drain(self) -> None:
+        try:
+            for f in self.pending:
+                f.result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def run(settings: PredictSettings, gpus: int) -> int:
+    """One rank of a run (the only one without torchrun)."""
     import torch
 
     from .engine import EngineOptions, FramePipeline, Prefetcher, default_dtype
-    from .models.profiles import resolve_profile
 
+    t_process = _process_start()
     info = rank_info()
-    t_start = time.perf_counter()
-    out = Path(args.out)
-    check_input_file(args.input)
-    # rank 0 checks the whole input before anything is written (the other ranks are stopped by torchrun if it fails)
-    summary = scan_input(args.input) if info.is_main else None
+    out = Path(settings.out)
+    check_input_file(settings.input)
+    mode = None
+    if info.is_main:  # rank 0 decides; the others follow (they must not look at a folder rank 0 may lock)
+        mode = check_out_folder(out, resume=settings.resume, force=settings.force)
+        if mode == "finished" and not info.distributed:
+            print(f"{out} holds a finished run: nothing to resume")
+            return 0
+    scan = None
+    if info.is_main:
+        scan = _scan_from_launcher(settings.input)
+        scan = _Background(lambda: scan_input(settings.input)) if scan is None else scan
     device = f"cuda:{info.local_rank}" if gpus > 0 else "cpu"
     if device.startswith("cuda"):
         torch.cuda.set_device(info.local_rank)
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, info.local_world_size)))
+    threads = settings.threads or default_threads(info.local_world_size)
+    torch.set_num_threads(threads)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        profile = resolve_profile(args.profile, args.chunk_size, esm=args.esm, dnabert=args.dnabert,
-                                  classifier=args.classifier)
-    run_warnings = list(profile.warnings)
+        profile = resolve_models(settings)
     if info.is_main:
         for w in caught:
             warnings.warn(str(w.message), stacklevel=1)
-    options = EngineOptions(chunk_size=args.chunk_size, device=device, dtype=args.dtype or default_dtype(device),
-                            token_budget=args.token_budget, attention=args.attention, packing=not args.no_packing,
-                            compile=device.startswith("cuda") and not args.no_compile,
-                            save_features=args.save_features)
-    unit_records = args.unit_records or _resumed_unit_records(out, args.resume) or DEFAULT_UNIT_RECORDS
-    manifest = {"input": input_identity(args.input), "chunk_size": args.chunk_size, "unit_records": unit_records,
-                "profile": profile.describe(), "dtype": options.dtype, "save_features": args.save_features}
-    if args.resume:
-        check_resume(out, manifest)
-    # models load before anything is written: a bad checkpoint or setting leaves --out untouched
+    options = EngineOptions(chunk_size=settings.chunk_size, device=device,
+                            dtype=settings.dtype or default_dtype(device), token_budget=settings.token_budget,
+                            attention=settings.attention, packing=settings.packing,
+                            compile=device.startswith("cuda") and settings.compile, save_features=settings.save_features,
+                            dedup=settings.dedup, gelu_epilogue=settings.gelu_epilogue)
+    unit_records = settings.unit_records or _resumed_unit_records(out, mode) or DEFAULT_UNIT_RECORDS
+    manifest = {"input": None, "chunk_size": settings.chunk_size, "unit_records": unit_records,
+                "profile": profile.describe(), "dtype": options.dtype, "save_features": settings.save_features,
+                "dedup": settings.dedup}
+    if info.is_main and mode == "resume":  # the settings now, the input's SHA-256 once the scan is done
+        check_resume(out, {k: v for k, v in manifest.items() if k != "input"})
+    # models load before anything is written (and while rank 0's input scan runs)
     pipeline = FramePipeline(profile, options)
+    summary = scan.result() if isinstance(scan, _Background) else scan
+    if info.is_main:
+        manifest["input"] = {k: summary[k] for k in ("path", "size", "sha256")}
+        if mode == "resume":
+            check_resume(out, manifest)
     coord = Coordinator(info, "nccl" if device.startswith("cuda") else "gloo",
                         os.environ.get("TORCHELASTIC_RUN_ID", "local"))
-    stamp = coord.share("stamp", now_stamp() if info.is_main else None)
-    log_dir = Path(args.log_dir) if args.log_dir else out / "logs"
-    log_path = _setup_logging(log_dir, stamp, info.rank)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        work, kept = prepare_work_dir(out, manifest, args.resume)
-        if kept:
-            log.info("resuming: %d finished unit(s) kept", kept)
-    coord.barrier()
-    work = out / ".work"
+    mode = coord.share("mode", mode)
+    if mode == "finished":
+        coord.close()
+        if info.is_main:
+            print(f"{out} holds a finished run: nothing to resume")
+        return 0
+    lock = None
+    try:
+        notes = []
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(out).acquire()
+            if mode == "force":
+                removed = clear_run(out)
+                if removed:
+                    notes.append(f"--force: removed {', '.join(removed)} from {out}")
+            kept = prepare_work_dir(out, manifest, resume=mode == "resume")
+            if kept:
+                notes.append(f"resuming: {kept} finished unit(s) kept")
+        stamp = coord.share("stamp", now_stamp() if info.is_main else None)
+        coord.barrier()
+        log_dir = Path(settings.log_dir) if settings.log_dir else out / "logs"
+        log_path = _setup_logging(log_dir, stamp, info.rank)
+        for note in notes:
+            log.info("%s", note)
+        work = out / ".work"
+        return _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, summary, manifest,
+                                  unit_records, work, log_dir, log_path, t_process)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _resumed_unit_records(out: Path, mode) -> int | None:
+    """When resuming without --unit-records: the interrupted run's unit size."""
+    manifest = out / ".work" / "manifest.json"
+    if mode == "resume" and manifest.is_file():
+        try:
+            return json.loads(manifest.read_text()).get("unit_records")
+        except ValueError:
+            return None
+    return None
+
+
+def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, summary, manifest, unit_records,
+                       work, log_dir, log_path, t_process) -> int:
+    import torch
+
+    from .engine import Prefetcher
+
+    device = options.device
     # first batches compile (GPU) and load the tokenizer: keep that out of the measured compute time
     warmup_s = pipeline.warmup() if device.startswith("cuda") else pipeline.warmup(sizes=(4,))
     coord.barrier()  # every rank ready: the compute time starts here
@@ -214,15 +428,16 @@ def run(args, gpus: int) -> int:
         monitor = GPUMonitor(log_dir if node == 0 else log_dir / f"node{node}")
         monitor.start()
     total_units = -(-summary["records"] // unit_records) if summary else None
-    progress = Progress(total_units, info.is_main and not args.quiet)
+    progress = Progress(total_units, info.is_main and not settings.quiet)
     n_units = 0
-    own = {"units": 0, "frames": 0, "esm_tokens": 0, "dna_tokens": 0, "gpu_seconds": 0.0, "oom_splits": 0}
+    own = {"units": 0, "frames": 0, "esm_tokens": 0, "dna_tokens": 0, "esm_tokens_computed": 0,
+           "dna_tokens_computed": 0, "gpu_seconds": 0.0, "oom_splits": 0}
 
     def produce():
         nonlocal n_units
-        validator = RecordValidator(args.input)
+        validator = RecordValidator(settings.input)
         target = coord.claim()
-        for unit, records in iter_units(args.input, unit_records, validator):
+        for unit, records in iter_units(settings.input, unit_records, validator):
             n_units = unit + 1
             if unit < target:
                 continue
@@ -233,30 +448,35 @@ def run(args, gpus: int) -> int:
             yield pipeline.prepare(unit, records)
             target = coord.claim()
 
+    t_compute_wall = time.time()
     t_compute = time.perf_counter()
     prefetch = Prefetcher(produce, depth=2)
+    writer = UnitWriter(work)
     try:
         for prepared in prefetch:
             result = pipeline.run(prepared)
-            write_unit(work, result)
+            writer.submit(result)
+            for key in ("esm_tokens", "dna_tokens", "esm_tokens_computed", "dna_tokens_computed"):
+                own[key] += getattr(result, key)
             own["units"] += 1
             own["frames"] += len(result.frames)
-            own["esm_tokens"] += result.esm_tokens
-            own["dna_tokens"] += result.dna_tokens
             own["gpu_seconds"] += result.seconds
             own["oom_splits"] += result.oom_splits
             done = coord.add("units_done", 1)
             frames = coord.add("frames", len(result.frames))
             tokens = coord.add("esm_tokens", result.esm_tokens)
             progress.update(done, frames, tokens)
-            log.info("unit %d: %d records, %d frames, %d ESM-2 tokens in %.2f s", result.unit, len(result.records),
-                     len(result.frames), result.esm_tokens, result.seconds)
+            log.info("unit %d: %d records, %d frames, %d ESM-2 tokens (%d computed) in %.2f s", result.unit,
+                     len(result.records), len(result.frames), result.esm_tokens, result.esm_tokens_computed,
+                     result.seconds)
     finally:
         prefetch.close()
         progress.close()
+        writer.drain()
     log.info("rank %d done: %s", info.rank, own)
     coord.barrier()  # every rank finished its units: the compute time ends here
     t_compute_end = time.perf_counter()
+    t_last_batch = time.time()
     gpu_summary = None
     if monitor is not None:
         monitor.stop()
@@ -269,40 +489,46 @@ def run(args, gpus: int) -> int:
         coord.close()
         return 0
 
+    out = Path(settings.out)
     t_merge = time.perf_counter()
     compute_s = t_compute_end - t_compute
     run_info = {
-        "virnucpro_version": __version__, "command": "virnucpro predict", "argv": getattr(args, "argv", None),
-        "input": manifest["input"], "input_summary": summary,
-        "parameters": {"chunk_size": args.chunk_size, "threshold": args.threshold, "gpus": gpus,
+        "virnucpro_version": __version__, "command": "virnucpro predict", "argv": settings.to_argv(),
+        "input": manifest["input"], "input_summary": {k: summary[k] for k in ("records", "empty_records", "bases")},
+        "parameters": {"chunk_size": settings.chunk_size, "threshold": settings.threshold, "gpus": gpus,
                        "world_size": info.world_size, "dtype": options.dtype, "token_budget": options.budget,
-                       "attention": args.attention, "packing": options.packing, "compile": options.compile,
-                       "unit_records": unit_records, "save_features": args.save_features, "resume": args.resume},
+                       "attention": settings.attention, "packing": options.packing, "compile": options.compile,
+                       "dedup": options.dedup, "unit_records": unit_records, "save_features": settings.save_features,
+                       "resume": settings.resume, "force": settings.force, "threads": torch.get_num_threads()},
         "profile": profile.describe(), "engine": pipeline.describe(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "cuda": torch.version.cuda, "numpy": np.__version__},
         "hardware": {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor()
                      or platform.machine(), "gpus": gpus, "world_size": info.world_size},
         "gpu_monitor": gpu_summary, "logs": {"run": str(log_path)},
-        "warnings": run_warnings,
+        "warnings": list(profile.warnings),
     }
-    records_iter = ((rid, desc, block.sequence(i)) for block in iter_record_blocks(args.input)
-                    for i, (rid, desc) in enumerate(zip(block.ids(), block.descriptions())))
-    writer = OutputWriter(out, threshold=args.threshold, records_iter=records_iter)
+    writer = OutputWriter(out, threshold=settings.threshold, profile=profile.name,
+                          records_iter=iter_records(settings.input))
     counts = {"esm_tokens": 0, "dna_tokens": 0}
     try:
-        for frames_df, records_df, features, unit_counts in iter_unit_tables(work, n_units, args.save_features):
+        for frames_df, records_df, features, unit_counts in iter_unit_tables(work, n_units, settings.save_features):
             writer.add(frames_df, records_df, features)
             for k in counts:
                 counts[k] += unit_counts[k]
         total_frames = writer.counts["frames"]
         run_info["counts"] = {"units": n_units, "records": writer.counts["records"], "frames": total_frames,
-                              "esm_tokens": counts["esm_tokens"], "dnabert_tokens": counts["dna_tokens"]}
+                              "esm_tokens": counts["esm_tokens"], "dnabert_tokens": counts["dna_tokens"],
+                              "rank0": own}
+        merge_s = time.perf_counter() - t_merge
         run_info["timings"] = {
             "load_models_s": pipeline.load_seconds, "warmup_s": warmup_s, "compute_s": compute_s,
             "frames_per_s": total_frames / compute_s if compute_s else None,
             "esm_tokens_per_s": counts["esm_tokens"] / compute_s if compute_s else None,
-            "merge_s": time.perf_counter() - t_merge, "rank0": own}
+            "merge_s": merge_s,
+            "before_first_batch_s": t_compute_wall - t_process,
+            "after_last_batch_s": time.time() - t_last_batch,  # up to run.json, written next
+        }
         outputs = writer.close(run_info)
     except BaseException:
         writer.abort()
@@ -310,14 +536,23 @@ def run(args, gpus: int) -> int:
     shutil.rmtree(work, ignore_errors=True)
     coord.close()
     n_virus = outputs["calls"]["virus"]
+    t = run_info["timings"]
     msg = (f"{outputs['records']} sequences, {total_frames} frames: {n_virus} called virus "
-           f"(threshold {args.threshold}); {total_frames / max(compute_s, 1e-9):,.0f} frames/s; "
-           f"wrote {out}/ in {time.perf_counter() - t_start:.1f} s (merge {time.perf_counter() - t_merge:.1f} s)")
+           f"(threshold {settings.threshold}); {total_frames / max(compute_s, 1e-9):,.0f} frames/s; wrote {out}/ "
+           f"(compute {compute_s:.1f} s; before the first batch {t['before_first_batch_s']:.1f} s, after the last "
+           f"{t['after_last_batch_s']:.1f} s)")
     log.info(msg)
     print(msg)
-    for w in run_warnings:
+    for w in profile.warnings:
         print(f"warning: {w}")
     return 0
+
+
+def iter_records(path):
+    """``(id, description, sequence)`` of every record with a sequence, in input order (for ``viral.fa``)."""
+    for block in iter_record_blocks(path):
+        for i, (rid, desc) in enumerate(zip(block.ids(), block.descriptions())):
+            yield rid, desc, block.sequence(i)
 
 
 def iter_unit_tables(work: Path, n_units: int, with_features: bool):

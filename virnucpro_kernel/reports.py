@@ -312,7 +312,7 @@ def predict_argv(input, out, chunk_size: int = 300, profile: str = "auto", gpus:
                  threshold: float = 0.5, extra=()) -> list[str]:
     """The ``virnucpro predict`` arguments of a notebook run (no progress bar)."""
     argv = ["predict", str(input), "--chunk-size", str(chunk_size), "--out", str(out), "--profile", profile,
-            "--threshold", repr(float(threshold)), "--quiet", *map(str, extra)]
+            "--threshold", repr(float(threshold)), "--quiet", "--force", *map(str, extra)]
     if gpus is not None:
         argv += ["--gpus", str(int(gpus))]
     return argv
@@ -327,19 +327,18 @@ def run_predict(input, out, chunk_size: int = 300, profile: str = "auto", gpus: 
     input, out = repo_path(input), repo_path(out)
     argv = predict_argv(input, out, chunk_size, profile, gpus, threshold, extra)
     if gpus in (0, 1):
-        from .cli import build_parser
         from .errors import VirNucProError
-        from .predict import predict_from_args
+        from .predict import PredictSettings, predict
 
-        args = build_parser().parse_args(argv)
-        args.argv = argv
+        settings = PredictSettings(input=str(input), chunk_size=chunk_size, out=str(out), profile=profile, gpus=gpus,
+                                   threshold=threshold, quiet=True, force=True)
         logger = logging.getLogger("virnucpro")
         before = list(logger.handlers)
         buf = io.StringIO()
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
                 warnings.simplefilter("ignore")  # the run's warnings are in run.json, shown from there
-                predict_from_args(args)
+                predict(settings)
         except VirNucProError as exc:
             raise RuntimeError(f"virnucpro predict: {exc}") from None
         finally:

@@ -98,8 +98,9 @@ _SRC_PAD = 3 * _PAD
 # --------------------------------------------------------------------------------------------------
 
 
-def open_input(path) -> io.BufferedIOBase:
-    """Open a plain or gzip-compressed file for binary reading, with a clear error if that fails."""
+def open_input(path, digest=None) -> io.BufferedIOBase:
+    """Open a plain or gzip-compressed file for binary reading, with a clear error if that fails. With
+    ``digest`` (a hashlib object), every byte of the file as stored is fed to it as it is read."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
@@ -110,6 +111,8 @@ def open_input(path) -> io.BufferedIOBase:
         magic = handle.peek(2)[:2] if hasattr(handle, "peek") else b""
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    if digest is not None:
+        handle = io.BufferedReader(_Hashing(handle, digest))
     if magic == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=handle, mode="rb")
     return handle
@@ -300,12 +303,34 @@ def _parse_block(data: bytes, first_index: int) -> RecordBlock:
                        record_index)
 
 
-def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[RecordBlock]:
+class _Hashing(io.RawIOBase):
+    def __init__(self, fh, digest):
+        self.fh, self.digest = fh, digest
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = self.fh.readinto(b)
+        if n:
+            self.digest.update(memoryview(b)[:n])
+        return n
+
+    def close(self):
+        try:
+            for block in iter(lambda: self.fh.read(1 << 20), b""):  # the rest of the file counts too
+                self.digest.update(block)
+        finally:
+            self.fh.close()
+            super().close()
+
+
+def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, digest=None) -> Iterator[RecordBlock]:
     """Stream ``path`` as RecordBlocks of about ``block_bytes`` input bytes each, cut at record boundaries.
 
     Raises InputError for unreadable, empty or non-FASTA input. Records are not validated here.
     """
-    handle = open_input(path)
+    handle = open_input(path, digest)
     index = 0
     try:
         pieces: list[bytes] = []  # read but not parsed yet: the start of a record whose end is not seen

@@ -125,6 +125,73 @@ def _rel(a, b) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
+# -- speed routes, each switched off or swapped alone -------------------------------------------------
+
+
+class _Previous:
+    """The layer layout before the current one (residual add and GELU as passes of their own)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.config = model.config
+
+    def forward_packed(self, ids, cu, max_seqlen):
+        from .routes import previous_forward
+
+        with torch.inference_mode():
+            return previous_forward(self.model, ids, cu, max_seqlen)
+
+
+def _route_rows(esm, esm_c, cname, packed, sub_tokens, ref, budget, device, tokens, n, ceiling, repeats, results, errors):
+    """``esm2_route_*`` rows: the compiled model with one route switched off or another attention kernel, the
+    previous layer layout, and where the compiled model's kernel time goes."""
+    from ..models import encoder as encoder_mod
+    from .routes import kernel_time
+
+    def variant(attention="auto", gelu_epilogue=None, deterministic=True):
+        saved = encoder_mod._compile_options
+        if not deterministic:
+            encoder_mod._compile_options = lambda: {}
+            encoder_mod._COMPILED.clear()
+        try:
+            with torch.device("meta"):
+                m = ESM2Encoder(esm.config, attention=attention, compile=True)
+            m.load_state_dict(esm.state_dict(), assign=True)  # the same tensors, no copy
+            m = m.eval()._setup()
+        finally:
+            if not deterministic:
+                encoder_mod._compile_options = saved
+                encoder_mod._COMPILED.clear()
+        m.gelu_epilogue = gelu_epilogue
+        return m
+
+    routes = {
+        "esm2_route_previous_layout": (lambda: _Previous(esm_c), "previous layout: residual add and GELU as passes"),
+        "esm2_route_exact_gelu_pass": (lambda: variant(gelu_epilogue=False), "GELU as its own pass (exact erf)"),
+        "esm2_route_autotuned_reductions": (lambda: variant(deterministic=False),
+                                            "Inductor's default reduction autotuning (not deterministic)"),
+        "esm2_route_cudnn_attention": (lambda: variant(attention="varlen-cudnn"), "cuDNN varlen attention"),
+        "esm2_route_flex_attention": (lambda: variant(attention="flex"), "FlexAttention"),
+    }
+    for name, (make, what) in routes.items():
+        try:
+            m = make()
+            results[name] = _stage(_run_packed(m, packed), device, tokens, n, esm.flops_per_token, ceiling, repeats,
+                                   name=name, dtype="bfloat16", route=what, batches=len(packed),
+                                   attention=getattr(m, "attention_path", esm_c.attention_path))
+            got = _embed_packed(m, sub_tokens, budget, device)
+            errors[name + "_vs_fp32"] = _rel(got, ref)
+            results[name]["repeatable_bits"] = bool(torch.equal(got, _embed_packed(m, sub_tokens, budget, device)))
+            del m
+        except Exception as exc:  # a route this build cannot run is reported, not fatal
+            log.warning("%s skipped: %s: %s", name, type(exc).__name__, str(exc)[:300])
+            results.setdefault("skipped_routes", {})[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    got = _embed_packed(esm_c, sub_tokens, budget, device)
+    results[cname]["repeatable_bits"] = bool(
+        torch.equal(got, _embed_packed(esm_c, sub_tokens, budget, device)))
+    results["kernel_time"] = kernel_time(esm_c, packed)
+
+
 # -- the transformers peer (optional) -------------------------------------------------------------
 
 
@@ -217,7 +284,7 @@ def _hf_state(model, cfg: ESM2Config):
 
 
 def run_encoder_benchmark(device="cuda", quick=False, seed=0, tiny=False, repeats=3, token_budget=65536,
-                          compile=None, error_sample=None) -> dict:
+                          compile=None, error_sample=None, routes=False) -> dict:
     """Benchmark the encoders; returns ``{stage: {...}, "ratios": {...}, "relative_error": {...}}``.
 
     Stages (absent when they cannot run here): ``esm2_packed_bf16`` (our packed forward, eager),
@@ -303,6 +370,9 @@ def run_encoder_benchmark(device="cuda", quick=False, seed=0, tiny=False, repeat
             errors[f"esm2_compiled_{dtype_name}_vs_fp32"] = _rel(_embed_packed(esm_c, sub_tokens, budget, device),
                                                                  ref)
             esm_seconds = min(esm_seconds, results[cname]["seconds"])
+            if (cuda and not tiny) or routes:
+                _route_rows(esm, esm_c, cname, packed, sub_tokens, ref, budget, device, esm_n_tokens, n, ceiling,
+                            repeats, results, errors)
             del esm_c
         except Exception as exc:  # compilation is an optional speed-up
             log.warning("compiled ESM-2 stage skipped: %s: %s", type(exc).__name__, exc)

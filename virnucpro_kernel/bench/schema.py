@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-SUITES = ("prepare", "encoders", "engine", "scaling", "equivalence", "all")
+SUITES = ("prepare", "encoders", "engine", "scaling", "equivalence", "predict", "all")
 PATHS = ("optimized", "reference", "peer")
 
 _NUM0 = {"type": "number", "minimum": 0}
@@ -221,8 +221,12 @@ def validate_result(obj: Any, use_jsonschema: bool | None = None) -> dict:
 
 # ------------------------------------------------------------------------------------------ construction
 def git_commit(repo_dir=None) -> tuple[str, bool | None]:
-    """``(HEAD commit, working tree has changes)``; ``("unknown", None)`` outside git."""
+    """``(HEAD commit, working tree has changes)``; outside git, ``VIRNUCPRO_GIT_COMMIT`` when set (a copy of a
+    committed tree run elsewhere: the commit it was copied from, clean), else ``("unknown", None)``."""
     cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent
+    given = os.environ.get("VIRNUCPRO_GIT_COMMIT")
+    if given and not (cwd / ".git").exists() and not any((p / ".git").exists() for p in cwd.parents):
+        return given, False
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if head.returncode != 0 or not head.stdout.strip():

@@ -43,7 +43,7 @@ from .workloads import write_workload
 
 log = logging.getLogger("virnucpro")
 
-SUITES = ("prepare", "encoders", "engine", "equivalence", "scaling")
+SUITES = ("prepare", "encoders", "engine", "equivalence", "scaling", "predict")
 PUBLISHED_SAMPLE = {"esm_tokens": 42.75e6, "frames": 794_577}
 REFERENCE_ESM_BATCH_TOKENS = 4096
 
@@ -174,7 +174,7 @@ def suite_encoders(ctx: Context) -> dict:
         result["stages"][name] = entry
     result["ratios"] = raw.get("ratios", {})
     result["relative_error"] = raw.get("relative_error", {})
-    for key in ("ceiling_tflops", "workload", "notes"):
+    for key in ("ceiling_tflops", "workload", "notes", "kernel_time", "skipped_routes"):
         if key in raw:
             result[key] = raw[key]
     return result
@@ -258,10 +258,10 @@ def suite_engine(ctx: Context) -> dict:
     result["stages"]["end_to_end"] = e2e
     # ESM-2 alone on the same batches, already prepared and on the host: the ceiling the pipeline should reach
     prepared = _prepared_units(pipeline, path)
-    esm_batches = [b[2] for p in prepared for b in p.batches]
+    esm_batches = [b for p in prepared for b in p.esm_batches]
 
     def esm_only():
-        for ids, cu, m in esm_batches:
+        for _, ids, cu, m in esm_batches:
             pipeline.esm.forward_packed(ids.to(pipeline.device, non_blocking=True),
                                         cu.to(pipeline.device, non_blocking=True), m)
 
@@ -323,7 +323,8 @@ def suite_scaling(ctx: Context) -> dict:
         src = path if reads == workload["reads"] else subsample_reads(path, reads, ctx.work / f"reads_{n}gpu.fa")
         run_dir = ctx.work / f"run_{n}"
         cmd = [sys.executable, "-m", "virnucpro_kernel", "predict", str(src), "--chunk-size", str(ctx.chunk_size),
-               "--out", str(run_dir), "--profile", ctx.profile_name, "--quiet", "--unit-records", str(unit_records),
+               "--out", str(run_dir), "--profile", ctx.profile_name, "--quiet", "--force",
+               "--unit-records", str(unit_records),
                "--log-dir", str(ctx.out / "logs" / f"{n}gpu")]
         env = dict(os.environ)
         if ctx.cuda:
@@ -465,8 +466,14 @@ def suite_equivalence(ctx: Context) -> dict:
     return result
 
 
+def suite_predict(ctx: Context) -> dict:
+    from .runs import suite_predict as run
+
+    return run(ctx)
+
+
 RUNNERS = {"prepare": suite_prepare, "encoders": suite_encoders, "engine": suite_engine,
-           "equivalence": suite_equivalence, "scaling": suite_scaling}
+           "equivalence": suite_equivalence, "scaling": suite_scaling, "predict": suite_predict}
 
 
 def benchmark_from_args(args) -> int:

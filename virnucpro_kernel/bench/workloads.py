@@ -191,3 +191,32 @@ def write_workload(name: str, path, read_length: int = DEFAULT_READ_LENGTH, *,
         "reverse_complemented": n_reverse,
         "committed_sha256_match": None if committed is None else committed == sha,
     }
+
+
+def write_with_duplicates(src, dst, fraction: float = 0.2, window: int = 4096, seed: int = 7) -> dict:
+    """Copy the two-line FASTA ``src`` to ``dst`` with ``fraction`` of the reads replaced by exact copies of other
+    reads of the same ``window`` consecutive reads (as PCR and optical duplicates of a read set: the same
+    sequence under another ID). Returns counts. ``window`` matches ``predict``'s work unit, within which
+    identical frames are embedded once."""
+    rng = np.random.default_rng(seed)
+    lines = Path(src).read_text().splitlines()
+    ids, seqs = lines[0::2], lines[1::2]
+    n = len(seqs)
+    dup = np.zeros(n, dtype=bool)
+    out_seqs = list(seqs)
+    for start in range(0, n, window):
+        stop = min(start + window, n)
+        k = int(round(fraction * (stop - start)))
+        if k == 0 or stop - start < 2:
+            continue
+        targets = rng.choice(np.arange(start, stop), size=k, replace=False)
+        originals = np.setdiff1d(np.arange(start, stop), targets)
+        for t, o in zip(targets, rng.choice(originals, size=k)):
+            out_seqs[t] = seqs[o]
+            dup[t] = True
+    tmp = Path(dst).with_name(Path(dst).name + ".tmp")
+    with open(tmp, "w") as fh:
+        for i in range(n):
+            fh.write(f"{ids[i]}{'_dup' if dup[i] else ''}\n{out_seqs[i]}\n")
+    os.replace(tmp, dst)
+    return {"reads": n, "duplicated": int(dup.sum()), "fraction": float(dup.mean()), "window": window}

@@ -8,6 +8,8 @@ A packed batch lays B sequences end to end: ``q, k, v`` are ``[T, H, D]`` and ``
 with ``i, j`` positions inside the sequence. The paths, fastest first:
 
     "flash-attn"        flash_attn.flash_attn_varlen_func (optional package; ALiBi via alibi_slopes)
+    "varlen-cudnn"      cuDNN's fused attention on cu_seqlens (aten::_cudnn_attention_forward); chosen only
+                        by name (a benchmark row), not by "auto"
     "varlen-flash"      PyTorch's own flash kernel on cu_seqlens: torch.nn.attention.varlen.varlen_attn,
                         else torch.ops.aten._flash_attention_forward (ALiBi only where the build allows)
     "flex"              FlexAttention: document mask (+ ALiBi score_mod), compiled on CUDA
@@ -46,10 +48,9 @@ import torch.nn.functional as F
 
 from ..errors import VirNucProError
 
-__all__ = ["PATHS", "SETTINGS", "choose_attention", "available_paths", "PackedAttention", "packed_attention",
-           "mark_tokens_dynamic"]
+__all__ = ["PATHS", "SETTINGS", "choose_attention", "available_paths", "PackedAttention", "packed_attention"]
 
-PATHS = ("flash-attn", "varlen-flash", "flex", "sdpa-blockmask", "sdpa-padded", "reference-padded")
+PATHS = ("flash-attn", "varlen-flash", "varlen-cudnn", "flex", "sdpa-blockmask", "sdpa-padded", "reference-padded")
 SETTINGS = ("auto", "flash", "varlen", "reference")
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -120,6 +121,8 @@ def available_paths(device, dtype, alibi: bool = False) -> list[str]:
     if cuda_half and "query" in _aten_flash_args():
         if not alibi or "alibi_slopes" in _aten_flash_args():
             paths.append("varlen-flash")
+    if cuda_half and not alibi and getattr(torch.ops.aten, "_cudnn_attention_forward", None) is not None:
+        paths.append("varlen-cudnn")
     if _flex() is not None and (device.type != "cuda" or _triton_available()):
         paths.append("flex")
     paths += ["sdpa-blockmask", "sdpa-padded", "reference-padded"]
@@ -194,12 +197,6 @@ def _probe(path, device, dtype, num_heads, head_dim, slopes) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def mark_tokens_dynamic(t: torch.Tensor) -> torch.Tensor:
-    """Tell torch.compile that dim 0 (tokens of a packed batch) changes from batch to batch."""
-    torch._dynamo.maybe_mark_dynamic(t, 0)
-    return t
-
-
 def _doc_mask_mod(doc):
     def mask_mod(b, h, q_idx, kv_idx):
         return doc[q_idx] == doc[kv_idx]
@@ -231,7 +228,7 @@ class PackedAttention:
         self.slopes = None if alibi_slopes is None else alibi_slopes.to(device=device, dtype=torch.float32)
         self.batch = cu_seqlens.numel() - 1
         self.block_tokens = block_tokens
-        if path in ("flash-attn", "varlen-flash"):
+        if path in ("flash-attn", "varlen-flash", "varlen-cudnn"):
             return
         # Per-token sequence id and position inside the sequence, without a host sync.
         cu = self.cu_seqlens.long()
@@ -271,6 +268,10 @@ class PackedAttention:
     def _flash_attn(self, q, k, v):
         return _flash_attn_varlen_func()(q, k, v, self.cu_seqlens, self.cu_seqlens, self.max_seqlen, self.max_seqlen,
                                          dropout_p=0.0, causal=False, alibi_slopes=self.slopes)
+
+    def _varlen_cudnn(self, q, k, v):
+        return torch.ops.aten._cudnn_attention_forward(q, k, v, None, self.cu_seqlens, self.cu_seqlens, self.max_seqlen,
+                                                       self.max_seqlen, False, 0.0, False, False)[0]
 
     def _varlen_flash(self, q, k, v):
         varlen = _torch_varlen_attn()

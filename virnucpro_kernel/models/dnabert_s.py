@@ -25,10 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..batching import pack_by_tokens, pack_tokens, scatter_rows
 from ..errors import CheckpointError
 from . import checkpoints
-from .attention import PackedAttention, choose_attention, mark_tokens_dynamic as _mark_tokens_dynamic
+from .attention import PackedAttention
+from .encoder import Encoder, pool_segments
 
 __all__ = ["DNABERTSConfig", "DNABERTSEncoder", "alibi_slopes", "load_tokenizer", "DEFAULT_TOKENIZER"]
 
@@ -98,26 +98,18 @@ class DNABERTSConfig:
         return cfg
 
 
-def _attention_inputs(x, qkv_w, qkv_b, num_heads: int):
-    q, k, v = F.linear(x, qkv_w, qkv_b).unflatten(-1, (3, num_heads, -1)).unbind(-3)
-    return q, k, v
-
-
-def _attention_output_and_mlp(x, a, out_w, out_b, n1_w, n1_b, gate_w, wo_w, wo_b, n2_w, n2_b, eps: float):
-    h = x.shape[-1]
-    x = F.layer_norm(x + F.linear(a.flatten(-2), out_w, out_b), (h,), n1_w, n1_b, eps)
-    gated, linear = F.linear(x, gate_w).chunk(2, dim=-1)
-    return F.layer_norm(x + F.linear(F.gelu(gated) * linear, wo_w, wo_b), (h,), n2_w, n2_b, eps)
-
-
-def _identity(t):
-    return t
-
-
 class DNABERTSLayer(nn.Module):
+    """One post-LayerNorm BERT layer with ALiBi attention and a gated-GELU MLP::
+
+        q, k, v = attention_inputs(x)          # one fused QKV product
+        a = attention(q, k, v)                 # ALiBi biases inside the attention path
+        x = attention_output_and_mlp(x, a)     # LN(x + out(a)); LN(x + wo(gelu(g) * u)), [g | u] = gated(x)
+    """
+
     def __init__(self, cfg: DNABERTSConfig):
         super().__init__()
         h, f = cfg.hidden_size, cfg.intermediate_size
+        self.num_heads = cfg.num_heads
         self.qkv = nn.Linear(h, 3 * h)
         self.out = nn.Linear(h, h)
         self.attn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
@@ -125,23 +117,28 @@ class DNABERTSLayer(nn.Module):
         self.wo = nn.Linear(f, h)
         self.mlp_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
 
+    def attention_inputs(self, x):
+        return self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).unbind(-3)
 
-class DNABERTSEncoder(nn.Module):
+    def attention_output_and_mlp(self, x, a):
+        x = self.attn_norm(x + self.out(a.flatten(-2)))
+        gated, linear = self.gated(x).chunk(2, dim=-1)
+        return self.mlp_norm(x + self.wo(F.gelu(gated) * linear))
+
+
+class DNABERTSEncoder(Encoder):
+    COMPILED = (DNABERTSLayer, ("attention_output_and_mlp",))
+
     def __init__(self, config: DNABERTSConfig, attention: str = "auto", compile: bool = False, tokenizer_path=None):
-        super().__init__()
-        self.config = config
+        super().__init__(config, attention=attention, compile=compile)
         h = config.hidden_size
         self.word_embeddings = nn.Embedding(config.vocab_size, h)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
         self.embed_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList(DNABERTSLayer(config) for _ in range(config.num_layers))
         self._slopes = {}  # device -> fp32 ALiBi slopes (not a buffer: .half() must not round them)
-        self.attention = attention
-        self.compile = compile
         self.tokenizer_path = tokenizer_path
         self._tokenizer = None
-        self._paths = {}
-        self._fns = (_attention_inputs, _attention_output_and_mlp)
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -207,40 +204,19 @@ class DNABERTSEncoder(nn.Module):
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()._setup()
 
-    def _setup(self):
-        for p in self.parameters():
-            p.requires_grad_(False)
-        if self.compile:
-            self._fns = tuple(torch.compile(fn) for fn in (_attention_inputs, _attention_output_and_mlp))
-        return self
-
     # -- properties ------------------------------------------------------------------------------
-
-    @property
-    def device(self) -> torch.device:
-        return self.word_embeddings.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.word_embeddings.weight.dtype
 
     @property
     def slopes(self) -> torch.Tensor:
         """ALiBi slopes, fp32, on the model's device."""
         key = str(self.device)
         if key not in self._slopes:
-            slopes = alibi_slopes(self.config.num_heads)
-            self._slopes[key] = torch.tensor(slopes, dtype=torch.float32, device=self.device)
+            self._slopes[key] = torch.tensor(alibi_slopes(self.config.num_heads), dtype=torch.float32,
+                                             device=self.device)
         return self._slopes[key]
 
-    @property
-    def attention_path(self) -> str:
-        key = (str(self.device), self.dtype)
-        if key not in self._paths:
-            self._paths[key] = choose_attention(self.attention, self.device, self.dtype,
-                                                num_heads=self.config.num_heads, head_dim=self.config.head_dim,
-                                                alibi_slopes=self.slopes.cpu())
-        return self._paths[key]
+    def _alibi(self):
+        return self.slopes
 
     @property
     def flops_per_token(self) -> float:
@@ -248,9 +224,6 @@ class DNABERTSEncoder(nn.Module):
         DNABERT-S); attention adds ``4 h n L`` for n tokens (``attention_flops_per_token(n)``)."""
         c = self.config
         return 2.0 * (4 * c.hidden_size**2 + 3 * c.hidden_size * c.intermediate_size) * c.num_layers
-
-    def attention_flops_per_token(self, seq_len: float) -> float:
-        return 4.0 * self.config.hidden_size * seq_len * self.config.num_layers
 
     @property
     def tokenizer(self):
@@ -267,35 +240,16 @@ class DNABERTSEncoder(nn.Module):
     @torch.inference_mode()
     def forward_packed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
         """Mean embeddings ``[B, hidden]`` (float32) over all tokens of each packed sequence."""
-        cfg = self.config
         device = self.device
         input_ids = input_ids.to(device).long()
         cu = cu_seqlens.to(device)
-        B = cu.numel() - 1
+        T = input_ids.numel()
         lengths = (cu[1:] - cu[:-1]).long()
-        seq_id = torch.repeat_interleave(torch.arange(B, device=device), lengths, output_size=input_ids.numel())
-
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
-        x = self.embed_norm(x)
-        attn = PackedAttention(self.attention_path, cu, max_seqlen, cfg.num_heads, self.slopes,
-                               total_tokens=input_ids.numel())
-        pre, post = self._fns
-        dyn = _mark_tokens_dynamic if self.compile else _identity
+        x = self.embed_norm(self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0])
+        attn = PackedAttention(self.attention_path, cu, max_seqlen, self.config.num_heads, self.slopes,
+                               total_tokens=T)
+        mlp = self._methods["attention_output_and_mlp"]
         for layer in self.layers:
-            q, k, v = pre(dyn(x), layer.qkv.weight, layer.qkv.bias, cfg.num_heads)
-            a = attn(q, k, v)
-            x = post(dyn(x), dyn(a), layer.out.weight, layer.out.bias, layer.attn_norm.weight, layer.attn_norm.bias,
-                     layer.gated.weight, layer.wo.weight, layer.wo.bias, layer.mlp_norm.weight, layer.mlp_norm.bias,
-                     cfg.layer_norm_eps)
-
-        weight = 1.0 / lengths.clamp(min=1).float()[seq_id]
-        return torch.zeros(B, cfg.hidden_size, device=device).index_add_(0, seq_id, x.float() * weight[:, None])
-
-    def embed(self, sequences, token_budget: int = 8192) -> torch.Tensor:
-        """Mean embeddings ``[N, hidden]`` float32 on the CPU, rows in input order."""
-        tokens = self.tokenize(sequences)
-        if not tokens:
-            return torch.zeros(0, self.config.hidden_size)
-        batches = pack_by_tokens([len(t) for t in tokens], token_budget)
-        chunks = [self.forward_packed(*pack_tokens(tokens, b).to(self.device)).cpu() for b in batches]
-        return scatter_rows(chunks, batches, len(tokens))
+            q, k, v = layer.attention_inputs(x)
+            x = mlp(layer, self._dynamic(x), self._dynamic(attn(q, k, v)))
+        return pool_segments(x, cu, max_seqlen, 0, lengths)

@@ -26,10 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..batching import pack_by_tokens, pack_tokens, scatter_rows
 from ..errors import CheckpointError
 from . import checkpoints
-from .attention import PackedAttention, choose_attention, mark_tokens_dynamic as _mark_tokens_dynamic
+from .attention import PackedAttention
+from .encoder import Encoder, packed_positions, pool_segments
 
 __all__ = ["ESM2Config", "ESM2Encoder", "ALPHABET", "tokenize"]
 
@@ -94,32 +94,31 @@ class ESM2Config:
         return cfg
 
 
-def _rotary(x, cos, sin):
+def rotary(x, cos, sin):
     """Rotate the two halves of each head: fair-esm's ``x * cos + rotate_half(x) * sin``, in fp32."""
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
 
-def _attention_inputs(x, norm_w, norm_b, qkv_w, qkv_b, cos, sin, num_heads: int, eps: float):
-    h = F.layer_norm(x, (x.shape[-1],), norm_w, norm_b, eps)
-    q, k, v = F.linear(h, qkv_w, qkv_b).unflatten(-1, (3, num_heads, -1)).unbind(-3)
-    return _rotary(q, cos, sin), _rotary(k, cos, sin), v
-
-
-def _attention_output_and_ffn(x, a, out_w, out_b, norm_w, norm_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float):
-    x = x + F.linear(a.flatten(-2), out_w, out_b)
-    h = F.gelu(F.linear(F.layer_norm(x, (x.shape[-1],), norm_w, norm_b, eps), fc1_w, fc1_b))
-    return x + F.linear(h, fc2_w, fc2_b)
-
-
-def _identity(t):
-    return t
-
-
 class ESM2Layer(nn.Module):
+    """One pre-LayerNorm transformer layer, in four steps around the attention kernel::
+
+        x, q, k, v = attention_inputs(x, f, cos, sin)   # x += f (last layer's FFN output); LN; QKV; rotary
+        a = attention(q, k, v)
+        x, h = attention_output(x, a)                   # x += out(a); h = LN(x)
+        f = ffn(h)                                      # fc2(GELU(fc1(h))), added by the next layer
+
+    The residual sum ``x + f`` is deferred to the next layer's ``attention_inputs`` (or ``finish``), where it
+    is fused with that layer's LayerNorm: the same sum, one pass over the tokens fewer.
+    ``gelu_epilogue``: on CUDA in fp16/bf16, bias and GELU are applied in the fc1 product's cuBLAS epilogue
+    (tanh approximation of GELU; see the README's BF16 notes) instead of a separate pass over the 4h-wide
+    activations; elsewhere GELU is the exact (erf) one.
+    """
+
     def __init__(self, cfg: ESM2Config):
         super().__init__()
         h = cfg.hidden_size
+        self.num_heads = cfg.num_heads
         self.attn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
         self.qkv = nn.Linear(h, 3 * h)  # rows: query, key, value (fused at load time)
         self.out = nn.Linear(h, h)
@@ -127,19 +126,39 @@ class ESM2Layer(nn.Module):
         self.fc1 = nn.Linear(h, cfg.ffn_size)
         self.fc2 = nn.Linear(cfg.ffn_size, h)
 
+    def attention_inputs(self, x, f, cos, sin):
+        if f is not None:
+            x = x + f
+        q, k, v = self.qkv(self.attn_norm(x)).unflatten(-1, (3, self.num_heads, -1)).unbind(-3)
+        return x, rotary(q, cos, sin), rotary(k, cos, sin), v
 
-class ESM2Encoder(nn.Module):
-    def __init__(self, config: ESM2Config, attention: str = "auto", compile: bool = False):
-        super().__init__()
-        self.config = config
+    def attention_output(self, x, a):
+        x = x + self.out(a.flatten(-2))
+        return x, self.ffn_norm(x)
+
+    def ffn(self, h, gelu_epilogue: bool = False):
+        if gelu_epilogue:
+            g = torch._addmm_activation(self.fc1.bias, h, self.fc1.weight.t(), use_gelu=True)
+        else:
+            g = F.gelu(self.fc1(h))
+        return self.fc2(g)
+
+
+def _finish(x, f, norm_w, norm_b, eps: float):
+    return F.layer_norm(x + f, (x.shape[-1],), norm_w, norm_b, eps)
+
+
+class ESM2Encoder(Encoder):
+    COMPILED = (ESM2Layer, ("attention_inputs", "attention_output"))
+
+    def __init__(self, config: ESM2Config, attention: str = "auto", compile: bool = False,
+                 gelu_epilogue: bool | None = None):
+        super().__init__(config, attention=attention, compile=compile)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(ESM2Layer(config) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.register_buffer("inv_freq", torch.zeros(config.head_dim // 2))
-        self.attention = attention
-        self.compile = compile
-        self._paths = {}
-        self._fns = (_attention_inputs, _attention_output_and_ffn)
+        self.gelu_epilogue = gelu_epilogue  # None: on CUDA in fp16/bf16
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -219,31 +238,13 @@ class ESM2Encoder(nn.Module):
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()._setup()
 
-    def _setup(self):
-        for p in self.parameters():
-            p.requires_grad_(False)
-        if self.compile:
-            self._fns = tuple(torch.compile(fn) for fn in (_attention_inputs, _attention_output_and_ffn))
-        return self
-
     # -- properties ------------------------------------------------------------------------------
 
     @property
-    def device(self) -> torch.device:
-        return self.embed_tokens.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.embed_tokens.weight.dtype
-
-    @property
-    def attention_path(self) -> str:
-        """The attention path this model runs with on its current device and dtype."""
-        key = (str(self.device), self.dtype)
-        if key not in self._paths:
-            self._paths[key] = choose_attention(self.attention, self.device, self.dtype,
-                                                num_heads=self.config.num_heads, head_dim=self.config.head_dim)
-        return self._paths[key]
+    def uses_gelu_epilogue(self) -> bool:
+        if self.gelu_epilogue is not None:
+            return bool(self.gelu_epilogue) and self.device.type == "cuda"
+        return self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
 
     @property
     def flops_per_token(self) -> float:
@@ -252,9 +253,6 @@ class ESM2Encoder(nn.Module):
         (``attention_flops_per_token(n)``): about 0.7% at n = 100 for the 3B model."""
         c = self.config
         return 2.0 * (4 * c.hidden_size**2 + 2 * c.hidden_size * c.ffn_size) * c.num_layers
-
-    def attention_flops_per_token(self, seq_len: float) -> float:
-        return 4.0 * self.config.hidden_size * seq_len * self.config.num_layers
 
     # -- the forward pass ------------------------------------------------------------------------
 
@@ -270,45 +268,27 @@ class ESM2Encoder(nn.Module):
         device = self.device
         input_ids = input_ids.to(device).long()
         cu = cu_seqlens.to(device)
-        B = cu.numel() - 1
-        lengths = (cu[1:] - cu[:-1]).long()
-        seq_id = torch.repeat_interleave(torch.arange(B, device=device), lengths, output_size=input_ids.numel())
-        pos = torch.arange(input_ids.numel(), device=device) - cu.long()[:-1][seq_id]
+        T = input_ids.numel()
+        lengths, seq_id, pos = packed_positions(cu, T)
 
         x = self.embed_tokens(input_ids)
         if cfg.token_dropout:  # x * (1 - 0.15 * 0.8) / (1 - fraction of <mask> in the sequence)
             is_mask = input_ids == MASK
             x = x.masked_fill(is_mask[:, None], 0.0)
-            n_mask = torch.zeros(B, device=device).index_add_(0, seq_id, is_mask.float())
+            n_mask = torch.zeros(lengths.numel(), device=device).index_add_(0, seq_id, is_mask.float())  # exact
             scale = (1 - 0.15 * 0.8) / (1 - n_mask / lengths)
             x = (x * scale[seq_id, None]).to(x.dtype)
 
         freqs = pos[:, None].float() * self.inv_freq[None, :]  # [T, d/2]
-        cos, sin = freqs.cos()[:, None, :], freqs.sin()[:, None, :]  # [T, 1, d/2], broadcast over heads
-        attn = PackedAttention(self.attention_path, cu, max_seqlen, cfg.num_heads, total_tokens=input_ids.numel())
-        pre, post = self._fns
-        dyn = _mark_tokens_dynamic if self.compile else _identity
-        eps = cfg.layer_norm_eps
-        cos, sin = dyn(cos), dyn(sin)
+        cos, sin = self._dynamic(freqs.cos()[:, None, :]), self._dynamic(freqs.sin()[:, None, :])
+        attn = PackedAttention(self.attention_path, cu, max_seqlen, cfg.num_heads, total_tokens=T)
+        inputs, output = self._methods["attention_inputs"], self._methods["attention_output"]
+        epilogue = self.uses_gelu_epilogue
+        f = None
         for layer in self.layers:
-            q, k, v = pre(dyn(x), layer.attn_norm.weight, layer.attn_norm.bias, layer.qkv.weight, layer.qkv.bias,
-                          cos, sin, cfg.num_heads, eps)
-            a = attn(q, k, v)
-            x = post(dyn(x), dyn(a), layer.out.weight, layer.out.bias, layer.ffn_norm.weight, layer.ffn_norm.bias,
-                     layer.fc1.weight, layer.fc1.bias, layer.fc2.weight, layer.fc2.bias, eps)
-        x = self.final_norm(x)
-
+            x, q, k, v = inputs(layer, self._dynamic(x), f if f is None else self._dynamic(f), cos, sin)
+            x, h = output(layer, self._dynamic(x), self._dynamic(attn(q, k, v)))
+            f = layer.ffn(h, epilogue)
+        x = _finish(x, f, self.final_norm.weight, self.final_norm.bias, cfg.layer_norm_eps)
         # Mean over residues 1 .. min(pool_residues, len): drop <cls> (pos 0) and <eos> (pos len+1).
-        n_pool = torch.clamp(lengths - 2, max=cfg.pool_residues)
-        keep = (pos >= 1) & (pos <= n_pool[seq_id])
-        weight = keep.float() / n_pool.clamp(min=1).float()[seq_id]
-        return torch.zeros(B, cfg.hidden_size, device=device).index_add_(0, seq_id, x.float() * weight[:, None])
-
-    def embed(self, sequences, token_budget: int = 8192) -> torch.Tensor:
-        """Mean embeddings ``[N, hidden]`` float32 on the CPU, rows in input order."""
-        tokens = self.tokenize(sequences)
-        if not tokens:
-            return torch.zeros(0, self.config.hidden_size)
-        batches = pack_by_tokens([len(t) for t in tokens], token_budget)
-        chunks = [self.forward_packed(*pack_tokens(tokens, b).to(self.device)).cpu() for b in batches]
-        return scatter_rows(chunks, batches, len(tokens))
+        return pool_segments(x, cu, max_seqlen, 1, torch.clamp(lengths - 2, min=0, max=cfg.pool_residues))

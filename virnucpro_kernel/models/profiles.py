@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import urllib.request
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,7 +176,8 @@ class Profile:
                 + ESM2Config.from_hf(read_config(resolve_checkpoint(self.esm))).hidden_size)
 
     def check(self) -> None:
-        """Load the classifier (safely) and check it takes the encoders' features; encoder weights are not read."""
+        """Load the classifier (safely) and check that it takes the encoders' features and was made for this
+        chunk size; encoder weights are not read."""
         if self.classifier is None:
             return
         from .classifier import load_classifier
@@ -187,6 +187,10 @@ class Profile:
         if have != want:
             raise CheckpointError(f"{self.classifier}: classifier takes {have} features but the {self.name} "
                                   f"profile's encoders give {want}")
+        trained = classifier_chunk_size(self.classifier)
+        if trained is not None and trained != self.chunk_size:
+            raise CheckpointError(f"{self.classifier}: classifier made for --chunk-size {trained}, not "
+                                  f"{self.chunk_size}")
 
     def describe(self) -> dict:
         """What ``run.json`` records: names, sources and checksums."""
@@ -216,11 +220,24 @@ def _encoder_record(folder) -> dict:
             "weights": {f.name: f.stat().st_size for f in files}}
 
 
+MISSING_HELP = ("get them once with `virnucpro models download`, or give your copies with --dnabert DIR --esm DIR "
+                "--classifier FILE; `--profile demo` runs the small offline demo instead (its calls are not "
+                "biologically meaningful)")
+
+
 def resolve_profile(name: str, chunk_size: int, *, esm=None, dnabert=None, classifier=None,
                     need_classifier: bool = True) -> Profile:
-    """Pick the models for a run. ``auto``: ``real`` when all its files are present, else ``demo`` + warning."""
+    """Pick the models for a run: ``real`` (and ``auto``, its default alias) needs every real model file and says
+    which are missing; ``demo`` and ``random`` are only ever used when asked for by name."""
     if chunk_size not in CLASSIFIER_BLOBS:
         raise VirNucProError(f"--chunk-size must be 300 or 500 (the published models' sizes), not {chunk_size}")
+    if name not in ("auto", "real", "demo", "random"):
+        raise VirNucProError(f"--profile must be auto, real, demo or random, not {name!r}")
+    if name in ("demo", "random") and (esm or dnabert):
+        raise VirNucProError(f"--esm/--dnabert choose real encoder weights; they cannot be used with --profile {name} "
+                             "(use --profile real)")
+    if name == "random" and classifier:
+        raise VirNucProError("--classifier cannot be used with --profile random (its classifier is random too)")
     if classifier and not Path(classifier).is_file():
         raise VirNucProError(f"--classifier {classifier}: no such file")
     if name == "random":
@@ -231,23 +248,37 @@ def resolve_profile(name: str, chunk_size: int, *, esm=None, dnabert=None, class
         d_path, e_path = _resolve_encoder(d), _resolve_encoder(e)
         c_path = Path(classifier) if classifier else next((p for p in _classifier_candidates(chunk_size)
                                                            if p.is_file()), None)
-        missing = [what for what, p in (("DNABERT-S", d_path), ("ESM-2", e_path)) if p is None]
-        if need_classifier and (c_path is None or not c_path.is_file()):
-            missing.append(f"classifier {CLASSIFIER_BLOBS[chunk_size][0]}")
-        if not missing:
-            return Profile("real", chunk_size, str(d_path), str(e_path), str(c_path) if need_classifier else None)
-        if name == "real" or dnabert or esm:
-            raise VirNucProError(f"real profile: {', '.join(missing)} not found (give paths with --dnabert/--esm/"
-                                 f"--classifier or run `virnucpro models download`)")
+        missing = [f"DNABERT-S ({d})" if d_path is None else None, f"ESM-2 3B ({e})" if e_path is None else None]
+        if need_classifier and c_path is None:
+            missing.append(f"classifier {CLASSIFIER_BLOBS[chunk_size][0]} (in "
+                           f"{_classifier_candidates(chunk_size)[0].parent})")
+        missing = [m for m in missing if m]
+        if missing:
+            raise VirNucProError(f"the real models are not all here: {'; '.join(missing)} missing; {MISSING_HELP}")
+        return Profile("real", chunk_size, str(d_path), str(e_path), str(c_path) if need_classifier else None)
     profile = Profile("demo", chunk_size, warnings=[DEMO_WARNING])
     if need_classifier:
         c = Path(classifier) if classifier else demo_classifier_path(chunk_size)
         if not c.is_file():
             raise VirNucProError(f"demo classifier {c} is missing; build it with `virnucpro train --profile demo`")
         profile.classifier = str(c)
-    if name == "auto":
-        warnings.warn(DEMO_WARNING, stacklevel=2)
     return profile
+
+
+def classifier_chunk_size(path) -> int | None:
+    """The chunk size a classifier file was trained for: a published checkpoint's (by its git blob id), or the
+    ``chunk_size`` our safetensors files record; None when the file does not say."""
+    blob = git_blob_sha1(path)
+    for cs, (_, published) in CLASSIFIER_BLOBS.items():
+        if blob == published:
+            return cs
+    from .classifier import read_classifier_metadata
+
+    try:
+        value = read_classifier_metadata(path).get("chunk_size")
+    except CheckpointError:
+        return None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # ------------------------------------------------------------------------------------------ commands
