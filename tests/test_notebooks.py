@@ -130,7 +130,7 @@ def prediction_dir(tmp_path_factory):
     seqs = {"virA": "ACGT" * 300, "no_frame": "ACGT" * 62 + "AC", "hostB": "ACGT" * 225}
     fasta = out / "input.fa"
     fasta.write_text("".join(f">{k} description of {k}\n{v}\n" for k, v in seqs.items()))
-    write_outputs(out, frames, records, threshold=0.5, records_iter=((k, f"{k} description of {k}", v)
+    write_outputs(out, frames, records, threshold=0.5, profile="demo", records_iter=((k, f"{k} description of {k}", v)
                                                                        for k, v in seqs.items()),
                   run_info={"parameters": {"chunk_size": 300, "threshold": 0.5}, "counts": {"frames": len(frames)},
                             "profile": {"name": "demo", "warnings": ["demo profile: not meaningful"]}})

@@ -236,7 +236,8 @@ def test_float_format_property(values):
 
 def test_sequence_calls_hand_made():
     calls = sequence_calls(FRAMES, RECORDS, threshold=0.5)
-    assert list(calls.columns) == list(outputs.SEQUENCE_COLUMNS)
+    assert list(calls.columns) == list(outputs.SEQUENCE_COLUMNS[:-1])
+    assert list(outputs.with_profile(calls, "demo").columns) == list(outputs.SEQUENCE_COLUMNS)
     assert calls["sequence_id"].tolist() == ["x", "empty", "y"]
     assert calls["chunks"].tolist() == [10, 1, 1]
     assert calls["chunks_with_frames"].tolist() == [2, 0, 1]
@@ -272,14 +273,16 @@ def test_sequence_calls_threshold_equality_and_mean_of_chunk_maxima():
 
 
 def test_sequences_tsv_exact(tmp_path):
-    write_sequences_tsv(sequence_calls(FRAMES, RECORDS, 0.5), tmp_path / "s.tsv")
+    write_sequences_tsv(outputs.with_profile(sequence_calls(FRAMES, RECORDS, 0.5), "real"), tmp_path / "s.tsv")
     score_x = repr((0.75 + float(np.float32(0.99999994))) / 2)
     assert read(tmp_path / "s.tsv") == (
-        "sequence_id\tlength\tchunks\tchunks_with_frames\tframes\tscore\tviral_chunk_fraction\tcall\n"
-        f"x\t4600\t10\t2\t4\t{score_x}\t0.5\tvirus\n"
-        "empty\t120\t1\t0\t0\t\t\tno_frames\n"
-        f"y\t300\t1\t1\t2\t{float(np.float32(3e-05))!r}\t0.0\tothers\n"
+        "sequence_id\tlength\tchunks\tchunks_with_frames\tframes\tscore\tviral_chunk_fraction\tcall\tprofile\n"
+        f"x\t4600\t10\t2\t4\t{score_x}\t0.5\tvirus\treal\n"
+        "empty\t120\t1\t0\t0\t\t\tno_frames\treal\n"
+        f"y\t300\t1\t1\t2\t{float(np.float32(3e-05))!r}\t0.0\tothers\treal\n"
     )
+    with pytest.raises(ValueError, match="profile"):
+        outputs.with_profile(sequence_calls(FRAMES, RECORDS, 0.5), "toy")
 
 
 def test_sequence_calls_match_a_plain_pandas_groupby():
@@ -442,8 +445,10 @@ def test_atomic_write_respects_the_umask(tmp_path):
 def test_write_outputs_writes_every_file_and_no_temp_files(tmp_path):
     out = tmp_path / "run"
     features = np.ones((len(FRAMES), 3), dtype=np.float32)
-    calls = write_outputs(out, FRAMES, RECORDS, threshold=0.5, records_iter=records_iter(), features=features,
-                          run_info={"profile": "demo", "seconds": np.float64(2.0)})
+    calls = write_outputs(out, FRAMES, RECORDS, threshold=0.5, profile="demo", records_iter=records_iter(),
+                          features=features, run_info={"profile": "demo", "seconds": np.float64(2.0)})
+    assert set(calls["profile"]) == {"demo"}
+    assert read(out / "viral.fa").startswith(">x some description [demo profile: not biologically meaningful]\n")
     assert sorted(os.listdir(out)) == sorted([
         "prediction_results.txt", "prediction_results_highestscore.csv", "sequences.tsv", "viral.fa",
         "frames.parquet", "run.json"])
@@ -452,15 +457,15 @@ def test_write_outputs_writes_every_file_and_no_temp_files(tmp_path):
     assert info["profile"] == "demo" and info["seconds"] == 2.0
     assert info["outputs"]["calls"] == {"virus": 1, "others": 1, "no_frames": 1}
     assert info["outputs"]["frames"] == 6 and info["outputs"]["features_saved"] is True
-    assert read(out / "viral.fa").startswith(">x some description\n")
     assert np.array_equal(read_frames_parquet(out / "frames.parquet")[1], features)
 
 
 def test_write_outputs_validates_before_writing(tmp_path):
     with pytest.raises(ValueError):
-        write_outputs(tmp_path, make_frames([(9, "q", 1, "F1", 0.5, 0.5)]), RECORDS, threshold=0.5)
+        write_outputs(tmp_path, make_frames([(9, "q", 1, "F1", 0.5, 0.5)]), RECORDS, threshold=0.5, profile="real")
     with pytest.raises(ValueError, match="one row per frame"):
-        write_outputs(tmp_path, FRAMES, RECORDS, threshold=0.5, features=np.zeros((2, 3), dtype=np.float32))
+        write_outputs(tmp_path, FRAMES, RECORDS, threshold=0.5, profile="real",
+                      features=np.zeros((2, 3), dtype=np.float32))
     assert os.listdir(tmp_path) == []
 
 
@@ -491,9 +496,9 @@ def test_unit_by_unit_writer_equals_whole_table_writer(tmp_path):
     features = np.random.default_rng(1).random((len(frames), 5), dtype=np.float32)
     seqs = {rid: "ACGT" * (n // 4) + "A" * (n % 4) for rid, n in zip(records["sequence_id"], records["length"])}
     records_iter = lambda: ((rid, f"{rid} desc", seqs[rid]) for rid in records["sequence_id"])  # noqa: E731
-    write_outputs(tmp_path / "whole", frames, records, threshold=0.5, records_iter=records_iter(),
+    write_outputs(tmp_path / "whole", frames, records, threshold=0.5, profile="demo", records_iter=records_iter(),
                   features=features, run_info={"x": 1})
-    writer = OutputWriter(tmp_path / "parts", threshold=0.5, records_iter=records_iter(), run_rows=37)
+    writer = OutputWriter(tmp_path / "parts", threshold=0.5, profile="demo", records_iter=records_iter(), run_rows=37)
     bounds = [0, 5, 6, 23, 40, 60]
     for a, b in zip(bounds[:-1], bounds[1:]):
         part = records.iloc[a:b]
@@ -513,7 +518,7 @@ def test_unit_by_unit_writer_equals_whole_table_writer(tmp_path):
 
 def test_unit_by_unit_writer_abort_leaves_nothing(tmp_path):
     frames, records = _random_tables(n_records=5)
-    writer = OutputWriter(tmp_path / "o", threshold=0.5)
+    writer = OutputWriter(tmp_path / "o", threshold=0.5, profile="real")
     writer.add(frames, records)
     writer.abort()
     assert list((tmp_path / "o").iterdir()) == []

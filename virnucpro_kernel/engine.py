@@ -81,8 +81,8 @@ class BlockBatches:
 
     start: int
     stop: int
-    dna_codes: np.ndarray
-    esm_codes: np.ndarray
+    dna_codes: torch.Tensor  # int64, pinned on GPU runs
+    esm_codes: torch.Tensor
     dna_batches: list
     esm_batches: list
     n_dna: int
@@ -123,6 +123,14 @@ class UnitResult:
     oom_splits: int = 0
     esm_tokens_computed: int = 0
     dna_tokens_computed: int = 0
+    done: object = None  # a CUDA event: the scores and features are in host memory once it has passed
+
+    def wait(self) -> "UnitResult":
+        """Wait until the device has written this unit's scores (and features) to host memory."""
+        if self.done is not None:
+            self.done.synchronize()
+            self.done = None
+        return self
 
 
 def _tensors(batch: PackedBatch, pin: bool):
@@ -220,7 +228,10 @@ class FramePipeline:
                 batches = {name: [_tensors(pack_tokens(tok, idx), self.pin)
                                   for idx in pack_by_tokens(lengths, self.options.budget)]
                            for name, tok, lengths in (("dna", dna_tok, dna_len), ("esm", esm_tok, esm_len))}
-                blocks.append(BlockBatches(start, stop, dna_codes, esm_codes, batches["dna"], batches["esm"],
+                codes = [torch.from_numpy(c) for c in (dna_codes, esm_codes)]
+                if self.pin:
+                    codes = [c.pin_memory() for c in codes]
+                blocks.append(BlockBatches(start, stop, codes[0], codes[1], batches["dna"], batches["esm"],
                                           len(dna_tok), len(esm_tok)))
         return PreparedUnit(unit, records, chunks_per_record, frames, blocks, counts["esm"], counts["dna"],
                             counts["esm_c"], counts["dna_c"], time.perf_counter() - t0)
@@ -276,30 +287,40 @@ class FramePipeline:
         return out[id(self.dnabert)], out[id(self.esm)]
 
     @torch.inference_mode()
-    def run(self, prepared: PreparedUnit) -> UnitResult:
+    def run(self, prepared: PreparedUnit, wait: bool = True) -> UnitResult:
         """Run a prepared unit, block by block: embed the distinct inputs, give each frame its rows, classify.
-        Only scores (and, with ``save_features``, features) come back to the host."""
+        Only scores (and, with ``save_features``, features) come back to the host, into pinned buffers. With
+        ``wait=False`` nothing waits for the device: it goes on with the next unit while the caller (the unit
+        writer) calls :meth:`UnitResult.wait` for this one."""
         t0 = time.perf_counter()
         n = len(prepared.frames)
         keep_features = self.options.save_features or self.classifier is None
         splits_before = self.oom_splits
-        probs_parts, feature_parts = [], []
+        n_probs = 2 if self.classifier is not None else 0
+        probs = torch.zeros(n, n_probs, dtype=torch.float32, pin_memory=self.pin)
+        features = torch.empty(n, self.feature_size, dtype=torch.float32, pin_memory=self.pin) \
+            if keep_features and n else None
         for block in prepared.blocks:
             dna, esm = self._embed_block(block)
-            feats = torch.cat([dna[torch.from_numpy(block.dna_codes).to(self.device)],
-                               esm[torch.from_numpy(block.esm_codes).to(self.device)]], dim=1)
+            codes = [c.to(self.device, non_blocking=True) for c in (block.dna_codes, block.esm_codes)]
+            feats = torch.cat([dna[codes[0]], esm[codes[1]]], dim=1)
+            rows = slice(block.start, block.stop)
             if self.classifier is not None:
-                probs_parts.append(self.classifier.predict_proba(feats).float().cpu())
-            if keep_features:
-                feature_parts.append(feats.cpu())
-        if n and probs_parts:
-            probs = torch.cat(probs_parts).numpy()
-        else:
-            probs = np.zeros((n, 2 if self.classifier is not None else 0), dtype=np.float32)
-        features = torch.cat(feature_parts).numpy() if keep_features and feature_parts else None
-        return UnitResult(prepared.unit, prepared.records, prepared.chunks_per_record, prepared.frames, probs,
-                          features, prepared.esm_tokens, prepared.dna_tokens, time.perf_counter() - t0,
-                          self.oom_splits - splits_before, prepared.esm_tokens_computed, prepared.dna_tokens_computed)
+                probs[rows].copy_(self.classifier.predict_proba(feats).float(), non_blocking=True)
+            if features is not None:
+                features[rows].copy_(feats, non_blocking=True)
+        done = None
+        if self.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
+        result = UnitResult(prepared.unit, prepared.records, prepared.chunks_per_record, prepared.frames,
+                            probs.numpy(), None if features is None else features.numpy(), prepared.esm_tokens,
+                            prepared.dna_tokens, 0.0, self.oom_splits - splits_before, prepared.esm_tokens_computed,
+                            prepared.dna_tokens_computed, done)
+        if wait:
+            result.wait()
+        result.seconds = time.perf_counter() - t0
+        return result
 
 
 def _sub_batch(packed, sl: slice):

@@ -454,7 +454,7 @@ def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, 
     writer = UnitWriter(work)
     try:
         for prepared in prefetch:
-            result = pipeline.run(prepared)
+            result = pipeline.run(prepared, wait=False)  # the writer thread waits for the device
             writer.submit(result)
             for key in ("esm_tokens", "dna_tokens", "esm_tokens_computed", "dna_tokens_computed"):
                 own[key] += getattr(result, key)
@@ -466,7 +466,7 @@ def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, 
             frames = coord.add("frames", len(result.frames))
             tokens = coord.add("esm_tokens", result.esm_tokens)
             progress.update(done, frames, tokens)
-            log.info("unit %d: %d records, %d frames, %d ESM-2 tokens (%d computed) in %.2f s", result.unit,
+            log.info("unit %d: %d records, %d frames, %d ESM-2 tokens (%d computed) launched in %.2f s", result.unit,
                      len(result.records), len(result.frames), result.esm_tokens, result.esm_tokens_computed,
                      result.seconds)
     finally:

@@ -35,6 +35,7 @@ def write_unit(work: Path, result) -> Path:
     """Store a finished unit (an ``engine.UnitResult``) atomically: the file exists only complete."""
     from .sequences import gather
 
+    result.wait()
     recs = result.records
     ids = gather(recs.hbuf, recs.hdr_start, recs.id_len)
     frames = result.frames
