@@ -435,7 +435,10 @@ def viral_hits(pred: Prediction) -> pd.DataFrame | None:
     without a prediction."""
     if pred.empty:
         return None
-    described = {h.split(maxsplit=1)[0]: (h.split(maxsplit=1) + [""])[1] for h in pred.viral_headers if h.strip()}
+    from .outputs import DEMO_HEADER_MARK
+
+    headers = [h.removesuffix(DEMO_HEADER_MARK) for h in pred.viral_headers if h.strip()]  # the page says "demo"
+    described = {h.split(maxsplit=1)[0]: (h.split(maxsplit=1) + [""])[1] for h in headers}
     hits = pred.sequences[pred.sequences["call"] == "virus"].copy()
     hits.insert(1, "description", hits["sequence_id"].map(described).fillna(""))
     return hits.sort_values("score", ascending=False, kind="stable")[
