@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import VirNucProError
-from .sequences import RecordBlock, RecordValidator, iter_raw_blocks
+from .fasta import RecordBlock, RecordValidator, iter_raw_blocks
 
 log = logging.getLogger("virnucpro")
 
@@ -147,7 +147,7 @@ def unit_path(work: Path, unit: int) -> Path:
 
 def write_unit(work: Path, result) -> Path:
     """Store a finished unit atomically (a unit file exists only complete)."""
-    from .sequences import gather
+    from .fasta import gather
 
     recs = result.records
     ids = gather(recs.hbuf, recs.hdr_start, recs.id_len)

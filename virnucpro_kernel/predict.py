@@ -25,8 +25,9 @@ from . import __version__
 from .distributed import (DEFAULT_UNIT_RECORDS, Coordinator, check_resume, input_identity, iter_units, now_stamp,
                           prepare_work_dir, rank_info, read_unit, unit_ids, unit_path, write_unit)
 from .errors import VirNucProError
+from .fasta import RecordValidator, iter_raw_blocks, iter_record_blocks
+from .frames import FRAME_LABELS, check_chunk_size
 from .outputs import OutputWriter
-from .sequences import FRAME_LABELS, RecordValidator, check_chunk_size, iter_raw_blocks, iter_record_blocks
 
 log = logging.getLogger("virnucpro")
 CHILD_ENV = "VIRNUCPRO_LAUNCHED"
@@ -79,7 +80,7 @@ def _resumed_unit_records(out: Path, resume: bool) -> int | None:
 def check_input_file(path) -> None:
     """predict reads its input more than once (check, compute, viral.fa): it must be a regular file."""
     from .errors import InputError
-    from .sequences import open_input
+    from .fasta import open_input
 
     p = Path(path)
     if p.exists() and not p.is_dir() and not p.is_file():  # a pipe would block here and be read only once

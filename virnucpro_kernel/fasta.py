@@ -1,96 +1,54 @@
-"""FASTA -> records -> chunks -> six frames, exactly as the original VirNucPro (reference doc sections 1-2).
+"""The one FASTA reader and writer: plain or gzip input, streamed as blocks of records, validated.
 
-Two paths share one behaviour:
+* :func:`open_input` opens plain or gzip-compressed input with one-line errors; :func:`iter_raw_blocks`
+  streams it as :class:`RecordBlock` s, NumPy byte buffers cut at record boundaries, so memory stays flat
+  however large the input is (a single record larger than a block makes that block larger, nothing else).
+  Input that is not FASTA is named for what it looks like (FASTQ, GenBank, binary).
+* :class:`RecordValidator` checks records as they stream past (nucleotide alphabet, duplicate IDs, empty
+  records); :func:`iter_record_blocks` streams validated records.
+* :func:`entry_headers` and :func:`fasta_text` write FASTA text for whole blocks of entries without a Python
+  loop per record or output line.
+* :func:`read_fasta_pairs` reads a small file as ``(id, sequence)`` pairs.
 
-* the vectorized path (:func:`iter_record_blocks`, :func:`chunk_block`, :func:`frames_of_chunks`) works on
-  whole blocks of records as NumPy byte arrays: a record block is parsed, chunked, translated in six frames
-  and written back out without a Python loop per record, codon or output line;
-* the reference path (:func:`chunk_sequence_reference`, :func:`frames_reference`, :func:`prepare_reference`)
-  is the original's algorithm written plainly, one codon at a time, reading FASTA with Biopython. Tests
-  hold the two against each other and against the original's golden files.
-
-Input is streamed in blocks cut at record boundaries, so memory stays flat however large the input is
-(a single record larger than a block makes that block larger, nothing else).
+Records are read as the original VirNucPro reads them (Biopython, reference doc section 1): a record's ID is
+the first word of its header, its sequence the record's lines joined with whitespace removed.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import os
-import shutil
-import tempfile
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .errors import InputError, VirNucProError
+from .errors import InputError
 
-CHUNK_SIZES = (300, 500)
-FRAME_LABELS = ("F1", "F2", "F3", "R1", "R2", "R3")
 DEFAULT_BLOCK_BYTES = 1 << 20
 NUCLEOTIDE_IUPAC = b"ACGTUNRYKMSWBDHVacgtunrykmswbdhv"
 MAX_NON_NUCLEOTIDE_FRACTION = 0.10
 
-_BASES = "TCAG"
-_AMINO = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
-GENETIC_CODE = {a + b + c: _AMINO[16 * i + 4 * j + k]
-                for i, a in enumerate(_BASES) for j, b in enumerate(_BASES) for k, c in enumerate(_BASES)}
-_COMPLEMENT = str.maketrans("ACGT", "TGCA")
-
-# Lookup tables over bytes (the vectorized path).
-_UPPER = np.arange(256, dtype=np.uint8)
-_UPPER[ord("a"):ord("z") + 1] -= 32
-_COMP = np.arange(256, dtype=np.uint8)
-for _a, _b in zip(b"ACGT", b"TGCA"):
-    _COMP[_a] = _b
 _IUPAC = np.zeros(256, dtype=bool)
 _IUPAC[np.frombuffer(NUCLEOTIDE_IUPAC, dtype=np.uint8)] = True
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
 _WHITESPACE_NO_NL = _WHITESPACE.copy()
 _WHITESPACE_NO_NL[10] = False
-_COMP_UPPER = _COMP[_UPPER]
 
-# Tables for ``bytes.translate``, which maps bytes in one C pass (several times faster than NumPy fancy indexing).
-_UPPER_TAB = _UPPER.tobytes()
-_COMP_UPPER_TAB = _COMP_UPPER.tobytes()
-
-# Every sequence byte gets a code: 0-3 for A, C, G, T (either case), 4 for another IUPAC nucleotide letter,
-# 5 for anything else (the alphabet check counts those). The codon at a position is indexed
-# c0*36 + c1*6 + c2 (< 216, one byte). For each index: flags for the codon read forward (bits 0-7: stop,
-# 8-15: not a real codon) and for the reverse-complement codon read backwards from position +2 (bits 16-23,
-# 24-31), as 8-bit counters that wrapping prefix sums add up exactly over any frame (a frame has at most 166
-# codons); and the amino acid of each reading (0 for no real codon), as translate tables.
+# Every sequence byte gets a nucleotide code: 0-3 for A, C, G, T (either case), 4 for another IUPAC
+# nucleotide letter, 5 for anything else (the alphabet check counts those; codons are read over them).
 _CODE = np.full(256, 5, dtype=np.uint8)
 _CODE[_IUPAC] = 4
 for _i, _b in enumerate(b"ACGT"):
     _CODE[_b] = _CODE[_b + 32] = _i
 _CODE_TAB = _CODE.tobytes()
-_FLAGS = np.zeros(216, dtype=np.uint32)
-_AA_F = np.zeros(256, dtype=np.uint8)
-_AA_R = np.zeros(256, dtype=np.uint8)
-for _x in range(216):
-    _c = (_x // 36, _x // 6 % 6, _x % 6)
-    for _strand, _codon in ((0, _c), (1, tuple(3 - b if b < 4 else 4 for b in _c[::-1]))):
-        if max(_codon) >= 4:
-            _FLAGS[_x] |= np.uint32(1 << (8 + 16 * _strand))
-        else:
-            _aa = GENETIC_CODE["".join("ACGT"[b] for b in _codon)]
-            (_AA_R if _strand else _AA_F)[_x] = ord(_aa)
-            if _aa == "*":
-                _FLAGS[_x] |= np.uint32(1 << (16 * _strand))
-_AA_F_TAB = _AA_F.tobytes()
-_AA_R_TAB = _AA_R.tobytes()
 
-# Fixed-width window copies (see _put) may overrun a segment by up to _PAD - 1 bytes; sources read through
-# windows carry _SRC_PAD = 3 * _PAD bytes on each side (codons are read with a step of 3).
-_PAD = 32
-_SRC_PAD = 3 * _PAD
+# Fixed-width window copies (see _put) may overrun a segment by up to PAD - 1 bytes; sources read through
+# windows carry SRC_PAD = 3 * PAD bytes on each side (codons are read with a step of 3).
+PAD = 32
+SRC_PAD = 3 * PAD
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,9 +142,9 @@ class RecordBlock:
         """One block holding the records of ``blocks`` in order (buffers are concatenated)."""
         if len(blocks) == 1:
             return blocks[0]
-        h_shift = _offsets(np.array([len(b.hbuf) for b in blocks]))
+        h_shift = offsets(np.array([len(b.hbuf) for b in blocks]))
         shared = all(b.sbuf is b.hbuf for b in blocks)
-        s_shift = h_shift if shared else _offsets(np.array([len(b.sbuf) for b in blocks]))
+        s_shift = h_shift if shared else offsets(np.array([len(b.sbuf) for b in blocks]))
         cat = lambda name: np.concatenate([getattr(b, name) for b in blocks])  # noqa: E731
         hbuf = cat("hbuf")
         return RecordBlock(
@@ -196,7 +154,7 @@ class RecordBlock:
             seq_len=cat("seq_len"), record_index=cat("record_index"))
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
+def offsets(lengths: np.ndarray) -> np.ndarray:
     off = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=off[1:])
     return off
@@ -215,10 +173,10 @@ def _count_per_record(mask: np.ndarray, starts: np.ndarray, lengths: np.ndarray)
     return np.add.reduceat(mask.view(np.uint8), bounds, dtype=np.int32)[0::2]
 
 
-def _codes(block: RecordBlock) -> np.ndarray:
-    """Codes (see ``_CODE``) of ``block.sbuf`` followed by ``_SRC_PAD + 8`` bytes of code 5, kept on the block."""
+def nucleotide_codes(block: RecordBlock) -> np.ndarray:
+    """Codes (see ``_CODE``) of ``block.sbuf`` followed by ``SRC_PAD + 8`` bytes of code 5, kept on the block."""
     if block.codes is None:
-        raw = block.sbuf.tobytes() + bytes(_SRC_PAD + 8)
+        raw = block.sbuf.tobytes() + bytes(SRC_PAD + 8)
         block.codes = np.frombuffer(raw.translate(_CODE_TAB), dtype=np.uint8)
     return block.codes
 
@@ -296,7 +254,7 @@ def _parse_block(data: bytes, first_index: int) -> RecordBlock:
     starts[line_start[hdr_line]] = 1
     rec_of_byte = np.cumsum(starts) - 1
     seq_len = np.bincount(rec_of_byte[seq_mask], minlength=len(hdr_line)).astype(np.int64)
-    return RecordBlock(a, hdr_start, hdr_end - hdr_start, id_len, a[seq_mask], _offsets(seq_len)[:-1], seq_len,
+    return RecordBlock(a, hdr_start, hdr_end - hdr_start, id_len, a[seq_mask], offsets(seq_len)[:-1], seq_len,
                        record_index)
 
 
@@ -410,7 +368,7 @@ def hash_ids(block: RecordBlock) -> np.ndarray:
                     ids = _windows(block.hbuf, n)[0][block.hdr_start[sel]]
                     h[sel] = ((ids + np.uint64(1)) * powers[:n]).sum(axis=1, dtype=np.uint64)
         else:
-            off = _offsets(lens)
+            off = offsets(lens)
             ids = gather(block.hbuf, block.hdr_start, lens).astype(np.uint64)
             pos_in_id = np.arange(len(ids), dtype=np.int64) - np.repeat(off[:-1], lens)
             cum = np.concatenate(([np.uint64(0)],
@@ -449,7 +407,7 @@ class RecordValidator:
         lengths = block.seq_len
         self.records += len(block)
         # alphabet: 10% or more non-IUPAC letters means protein (or garbage) given as nucleotides
-        n_bad = _count_per_record(_codes(block) == 5, block.seq_start, lengths)
+        n_bad = _count_per_record(nucleotide_codes(block) == 5, block.seq_start, lengths)
         wrong = np.flatnonzero((lengths > 0) & (n_bad >= MAX_NON_NUCLEOTIDE_FRACTION * lengths))
         if len(wrong):
             i = int(wrong[0])
@@ -480,187 +438,6 @@ def iter_record_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, validator: 
         block = validator.check(block)
         if len(block):
             yield block
-
-
-# --------------------------------------------------------------------------------------------------
-# Chunking and six-frame translation (vectorized)
-# --------------------------------------------------------------------------------------------------
-
-
-def chunk_layout(lengths: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The original's chunks of sequences of the given lengths.
-
-    Returns ``(record, k, start, length)`` per chunk: the record's position in ``lengths``, the chunk's
-    0-based number, its start within the record and its length. Reference doc section 1.
-    """
-    L = np.asarray(lengths, dtype=np.int64)
-    cs = int(chunk_size)
-    n = -(-L // cs)
-    total = int(n.sum())
-    rec = np.repeat(np.arange(len(L), dtype=np.int64), n)
-    k = np.arange(total, dtype=np.int64) - np.repeat(_offsets(n)[:-1], n)
-    nn = n[rec]
-    R = nn * cs - L[rec]
-    q = R // nn
-    m = R - q * (nn - 1)
-    shifted = np.where(k <= m, k * (q + 1), m * (q + 1) + (k - m) * q)
-    start = k * cs - shifted
-    length = np.minimum(start + cs, L[rec]) - start
-    return rec, k, start, length
-
-
-@dataclass
-class ChunkBlock:
-    """Chunks of a RecordBlock: ``record`` indexes its records, ``k`` is 0-based, ``start`` is in ``sbuf``."""
-
-    record: np.ndarray
-    k: np.ndarray
-    start: np.ndarray
-    length: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.length)
-
-
-def chunk_block(block: RecordBlock, chunk_size: int) -> ChunkBlock:
-    rec, k, start, length = chunk_layout(block.seq_len, chunk_size)
-    return ChunkBlock(record=rec, k=k, start=block.seq_start[rec] + start, length=length)
-
-
-@dataclass
-class FrameBlock:
-    """The stop-free frames of a block of chunks, in output order (record, chunk, F1 F2 F3 R1 R2 R3).
-
-    ``record`` indexes the RecordBlock's records, ``chunk`` is 1-based, ``frame`` 0..5 indexes FRAME_LABELS;
-    nucleotide and protein sequences are concatenated upper-case bytes with offsets.
-    """
-
-    record: np.ndarray
-    chunk: np.ndarray
-    frame: np.ndarray
-    nuc: np.ndarray
-    nuc_off: np.ndarray
-    prot: np.ndarray
-    prot_off: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.record)
-
-    def nucleotides(self) -> list[str]:
-        raw = self.nuc.tobytes().decode("ascii", "replace")
-        o = self.nuc_off.tolist()
-        return [raw[o[i]:o[i + 1]] for i in range(len(self))]
-
-    def proteins(self) -> list[str]:
-        raw = self.prot.tobytes().decode("ascii")
-        o = self.prot_off.tolist()
-        return [raw[o[i]:o[i + 1]] for i in range(len(self))]
-
-
-@dataclass
-class _FramePlan:
-    """Where the kept frames of a block of chunks lie in the block's buffers (output order).
-
-    ``kept`` is ``6 * chunk + frame`` (frame 0..5 indexes FRAME_LABELS). A frame's nucleotides are ``nuc_len``
-    bases of ``sbuf`` from ``nuc_start``, read upwards, or downwards and complemented where ``rev``; its
-    codons are ``n_cod`` entries of ``idx`` (the codon index of every ``sbuf`` position, at offset
-    ``_SRC_PAD``) from ``cod_start`` with a step of 3 (-3 where ``rev``), of which ``n_skip`` are not one of
-    the 64 codons and give no amino acid.
-    """
-
-    kept: np.ndarray
-    rev: np.ndarray
-    nuc_start: np.ndarray
-    nuc_len: np.ndarray
-    cod_start: np.ndarray
-    n_cod: np.ndarray
-    n_skip: np.ndarray
-    idx: np.ndarray
-
-    @property
-    def prot_len(self) -> np.ndarray:
-        return self.n_cod - self.n_skip
-
-
-_FRAME_SHIFT = np.array([0, 1, 2, 0, 1, 2])
-_FRAME_REV = np.array([False, False, False, True, True, True])
-
-
-def _plan_frames(block: RecordBlock, chunks: ChunkBlock) -> _FramePlan:
-    """Find every chunk's frames with a non-empty, stop-free protein, without translating them.
-
-    Every position of the sequence buffer gets one codon index (over the codes of ``_CODE``), from which a
-    lookup table gives, for the codon read forward and for the reverse-complement codon ending there, whether
-    it is a stop and whether it is a real codon. Prefix sums of those flags, laid out phase by phase, give each
-    frame's stop and skipped-codon counts without touching codons one by one.
-    """
-    T = len(block.sbuf)
-    codes = _codes(block)
-    P = _SRC_PAD
-    idx = np.zeros(P + T + P, dtype=np.uint8)
-    body = idx[P:]
-    n = len(body)
-    np.multiply(codes[:n], 36, out=body)
-    body += codes[1:n + 1] * np.uint8(6)
-    body += codes[2:n + 2]
-    rows = T // 3 + 1
-    cum = np.empty(3 * rows + 1, dtype=np.uint32)  # flags, phase after phase, then their prefix sums in place
-    cum[0] = 0
-    np.take(_FLAGS, body[:3 * rows].reshape(rows, 3).T, out=cum[1:].reshape(3, rows), mode="clip")  # unbuffered
-    np.cumsum(cum[1:], dtype=np.uint32, out=cum[1:])
-
-    s = chunks.start[:, None]
-    L = chunks.length[:, None]
-    ncod = np.maximum((L - _FRAME_SHIFT) // 3, 0)
-    end = s + L - _FRAME_SHIFT
-    low = np.where(_FRAME_REV, end - 3 * ncod, s + _FRAME_SHIFT)  # lowest codon start of each frame
-    base = low % 3 * rows + low // 3
-    d = cum[base + ncod] - cum[base]
-    d[:, 3:] >>= np.uint32(16)  # reverse frames: the reverse-complement counters
-    n_skip = d >> np.uint32(8)
-    n_skip &= np.uint32(0xFF)
-    keep = (ncod > n_skip) & (d & np.uint32(0xFF) == 0)
-    kept = np.flatnonzero(keep)
-
-    rev = kept % 6 >= 3
-    ncod, n_skip, low, end = (x.ravel()[kept] for x in (ncod, n_skip, low, end))
-    n_skip = n_skip.astype(np.int64)
-    return _FramePlan(kept=kept, rev=rev, nuc_start=np.where(rev, end - 1, low),
-                      nuc_len=np.minimum(1 + 3 * (ncod - n_skip), chunks.length[kept // 6] - kept % 3),
-                      cod_start=np.where(rev, low + 3 * (ncod - 1), low), n_cod=ncod, n_skip=n_skip, idx=idx)
-
-
-def _codon_positions(plan: _FramePlan, sel) -> np.ndarray:
-    """Positions (in ``plan.idx``) of every codon of the frames ``sel``, frame after frame, in reading order."""
-    n = plan.n_cod[sel]
-    step = np.where(plan.rev[sel], -3, 3)
-    within = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(_offsets(n)[:-1], n)
-    return np.repeat(plan.cod_start[sel] + _SRC_PAD, n) + np.repeat(step, n) * within
-
-
-def _proteins_with_skips(plan: _FramePlan, sel) -> np.ndarray:
-    """Proteins of the frames ``sel``, concatenated: each codon translated, codons that are not real dropped."""
-    pos = _codon_positions(plan, sel)
-    codon = plan.idx[pos]
-    aa = np.where(np.repeat(plan.rev[sel], plan.n_cod[sel]), _AA_R[codon], _AA_F[codon])
-    return aa[aa != 0]
-
-
-def frames_of_chunks(block: RecordBlock, chunks: ChunkBlock) -> FrameBlock:
-    """Translate every chunk in six frames and keep the frames with a non-empty, stop-free protein.
-
-    The frames are found by :func:`_plan_frames`; only the kept ones are then translated.
-    """
-    plan = _plan_frames(block, chunks)
-    buf = block.sbuf
-    T = len(buf)
-    raw = buf.tobytes()
-    both = np.frombuffer(raw.translate(_UPPER_TAB) + raw.translate(_COMP_UPPER_TAB), dtype=np.uint8)
-    nuc = gather(both, np.where(plan.rev, T + plan.nuc_start, plan.nuc_start), plan.nuc_len, reverse=plan.rev)
-    chunk_of_frame = plan.kept // 6
-    return FrameBlock(record=chunks.record[chunk_of_frame], chunk=(chunks.k[chunk_of_frame] + 1).astype(np.int32),
-                      frame=(plan.kept % 6).astype(np.int8), nuc=nuc, nuc_off=_offsets(plan.nuc_len),
-                      prot=_proteins_with_skips(plan, slice(None)), prot_off=_offsets(plan.prot_len))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -698,13 +475,13 @@ def _put(out: np.ndarray, pos, length, room, src: np.ndarray, start, step: int =
 
     Segments move as rows of fixed-width window views, one fancy-indexing copy per width (memcpy speed,
     instead of an index per byte). So that segments of similar lengths share a width, a row may be copied up
-    to ``min(room_i, _PAD - 1)`` bytes longer than its segment: ``room_i`` bytes after segment i must be
+    to ``min(room_i, PAD - 1)`` bytes longer than its segment: ``room_i`` bytes after segment i must be
     written later (or be spare). ``src`` must be readable that far past each segment (before it if step < 0).
     """
     if not len(length):
         return
     lmax = int(length.max())
-    q = min(int(room.min()) + 1, _PAD)
+    q = min(int(room.min()) + 1, PAD)
     width = lmax - (lmax - length) // q * q  # from length_i up to length_i + q - 1
     for w, sel in _groups(width):
         if w == 0:
@@ -720,50 +497,53 @@ def _put(out: np.ndarray, pos, length, room, src: np.ndarray, start, step: int =
 
 
 @dataclass
-class _Headers:
-    """Header lines ``>{id}_chunk_{k}{label}\\n`` of FASTA entries: ``width`` per entry and, per distinct
-    width, ``(width, selection, rows)`` with the lines as rows of a 2-D array."""
+class Headers:
+    """Header lines of FASTA entries: ``width`` per entry and, per distinct width, ``(width, selection, rows)``
+    with the lines as rows of a 2-D array (see :func:`entry_headers`)."""
 
     width: np.ndarray
     classes: list
 
 
 _POW10 = 10 ** np.arange(1, 19, dtype=np.int64)
-_TAG = np.frombuffer(b"_chunk_", dtype=np.uint8)
-_LABELS = np.frombuffer("".join(FRAME_LABELS).encode(), dtype=np.uint8).reshape(6, 2)
 
 
-def _headers(block: RecordBlock, record: np.ndarray, k: np.ndarray, frame: np.ndarray | None = None) -> _Headers:
-    """The header lines for entries (record, 1-based chunk number ``k``, frame label if ``frame`` is given).
+def entry_headers(block: RecordBlock, record: np.ndarray, number: np.ndarray, tag: bytes,
+                  suffix: np.ndarray | None = None) -> Headers:
+    """The header lines ``>{id}{tag}{number}{suffix}\\n`` of entries derived from the block's records.
 
-    Entries are grouped by (ID length, digits of ``k``); each group's lines are built column block by column
-    block: '>', the IDs as window rows of the header buffer, '_chunk_', digits, label, '\\n'.
+    ``record`` indexes the block's records, ``number`` is a non-negative integer per entry, ``suffix`` (if
+    given) a 2-D byte array with one row per entry. Entries are grouped by (ID length, digits of ``number``);
+    each group's lines are built column block by column block: '>', the IDs as window rows of the header
+    buffer, the tag, the digits, the suffix, '\\n'.
     """
     id_len = block.id_len[record]
-    digits = np.searchsorted(_POW10, k, side="right") + 1
-    label = 0 if frame is None else 2
+    digits = np.searchsorted(_POW10, number, side="right") + 1
+    tag_row = np.frombuffer(tag, dtype=np.uint8)
+    t = len(tag_row)
+    x = 0 if suffix is None else suffix.shape[1]
     classes = []
     for key, sel in _groups(id_len * 32 + digits):
         i, d = key // 32, key % 32
-        w = i + d + 9 + label
-        kk = k[sel]
+        w = 1 + i + t + d + x + 1
+        kk = number[sel]
         rows = np.empty((len(kk), w), dtype=np.uint8)
         rows[:, 0] = 62
         if i:
             ids, _ = _windows(block.hbuf, i)
             rows[:, 1:1 + i] = ids[block.hdr_start[record[sel]]]
-        rows[:, 1 + i:8 + i] = _TAG
-        for j in range(7 + i + d, 7 + i, -1):
+        rows[:, 1 + i:1 + i + t] = tag_row
+        for j in range(i + t + d, i + t, -1):
             rows[:, j] = kk % 10 + 48
             kk = kk // 10
-        if label:
-            rows[:, 8 + i + d:10 + i + d] = _LABELS[frame[sel]]
+        if x:
+            rows[:, 1 + i + t + d:-1] = suffix[sel]
         rows[:, -1] = 10
         classes.append((w, sel, rows))
-    return _Headers(width=id_len + digits + (9 + label), classes=classes)
+    return Headers(width=id_len + digits + (2 + t + x), classes=classes)
 
 
-def _fasta(headers: _Headers, seq_len: np.ndarray, parts) -> np.ndarray:
+def fasta_text(headers: Headers, seq_len: np.ndarray, parts) -> np.ndarray:
     """FASTA text, one ``{header line}{sequence}\\n`` per entry, as a uint8 array.
 
     ``parts`` are ``(selection, src, start, step, table)``: where the sequences of the selected entries come
@@ -774,11 +554,11 @@ def _fasta(headers: _Headers, seq_len: np.ndarray, parts) -> np.ndarray:
     off = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(headers.width + seq_len + 1, out=off[1:])
     total = int(off[-1])
-    out = np.empty(total + _PAD, dtype=np.uint8)
+    out = np.empty(total + PAD, dtype=np.uint8)
     seq_pos = off[:-1] + headers.width
     room = np.empty(n, dtype=np.int64)
     room[:-1] = headers.width[1:] + 1
-    room[-1:] = _PAD
+    room[-1:] = PAD
     for sel, src, start, step, table in parts:
         _put(out, seq_pos[sel], seq_len[sel], room[sel], src, start, step, table)
     for w, sel, rows in headers.classes:
@@ -787,159 +567,11 @@ def _fasta(headers: _Headers, seq_len: np.ndarray, parts) -> np.ndarray:
     return out[:total]
 
 
-def _padded(a: np.ndarray) -> np.ndarray:
-    """``a`` with ``_SRC_PAD`` zero bytes on each side."""
-    out = np.zeros(len(a) + 2 * _SRC_PAD, dtype=np.uint8)
-    out[_SRC_PAD:_SRC_PAD + len(a)] = a
+def padded(a: np.ndarray) -> np.ndarray:
+    """``a`` with ``SRC_PAD`` zero bytes on each side."""
+    out = np.zeros(len(a) + 2 * SRC_PAD, dtype=np.uint8)
+    out[SRC_PAD:SRC_PAD + len(a)] = a
     return out
-
-
-def _write_block(block: RecordBlock, chunks: ChunkBlock, f_chunks, f_nuc, f_prot) -> int:
-    """Append a block's chunks and kept frames to the three files; return the number of kept frames."""
-    P = _SRC_PAD
-    src = _padded(block.sbuf)
-    f_chunks.write(_fasta(_headers(block, chunks.record, chunks.k + 1), chunks.length,
-                          [(slice(None), src, P + chunks.start, 1, None)]))
-    plan = _plan_frames(block, chunks)
-    if not len(plan.kept):
-        return 0
-    chunk_of_frame = plan.kept // 6
-    headers = _headers(block, chunks.record[chunk_of_frame], chunks.k[chunk_of_frame] + 1, plan.kept % 6)
-    fwd, rev = np.flatnonzero(~plan.rev), np.flatnonzero(plan.rev)
-    f_nuc.write(_fasta(headers, plan.nuc_len, [(fwd, src, P + plan.nuc_start[fwd], 1, _UPPER_TAB),
-                                                (rev, src, P + plan.nuc_start[rev], -1, _COMP_UPPER_TAB)]))
-    skips = plan.n_skip > 0
-    fwd, rev, some = np.flatnonzero(~plan.rev & ~skips), np.flatnonzero(plan.rev & ~skips), np.flatnonzero(skips)
-    parts = [(fwd, plan.idx, P + plan.cod_start[fwd], 3, _AA_F_TAB),
-             (rev, plan.idx, P + plan.cod_start[rev], -3, _AA_R_TAB)]
-    if len(some):
-        prot = np.concatenate((_proteins_with_skips(plan, some), np.zeros(_PAD, dtype=np.uint8)))
-        parts.append((some, prot, _offsets(plan.prot_len[some])[:-1], 1, None))
-    f_prot.write(_fasta(headers, plan.prot_len, parts))
-    return len(plan.kept)
-
-
-@dataclass
-class PrepareStats:
-    records: int = 0
-    empty_records: int = 0
-    bases: int = 0
-    chunks: int = 0
-    frames: int = 0
-    seconds: float = 0.0
-
-    @property
-    def mbp_per_s(self) -> float:
-        return self.bases / 1e6 / self.seconds if self.seconds else float("nan")
-
-
-def check_chunk_size(chunk_size) -> int:
-    if int(chunk_size) not in CHUNK_SIZES:
-        raise VirNucProError(f"--chunk-size must be 300 or 500 (the published models' sizes), not {chunk_size}")
-    return int(chunk_size)
-
-
-def prepare(input_path, chunk_size: int, out_dir, block_bytes: int = DEFAULT_BLOCK_BYTES) -> PrepareStats:
-    """Write ``chunks.fa``, ``identified_nucleotide.fa`` and ``identified_protein.faa`` into ``out_dir``.
-
-    Files are written into a temporary folder beside ``out_dir`` and moved into place at the end, so a
-    failed or killed run leaves nothing half-written in ``out_dir``.
-    """
-    chunk_size = check_chunk_size(chunk_size)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    stats = PrepareStats()
-    t0 = time.perf_counter()
-    try:
-        validator = RecordValidator(input_path)
-        with open(tmp / "chunks.fa", "wb") as f_chunks, open(tmp / "identified_nucleotide.fa", "wb") as f_nuc, \
-                open(tmp / "identified_protein.faa", "wb") as f_prot:
-            for block in iter_record_blocks(input_path, block_bytes, validator):
-                chunks = chunk_block(block, chunk_size)
-                stats.frames += _write_block(block, chunks, f_chunks, f_nuc, f_prot)
-                stats.bases += int(block.seq_len.sum())
-                stats.chunks += len(chunks.length)
-        stats.records = validator.records
-        stats.empty_records = validator.empty_records
-        stats.seconds = time.perf_counter() - t0
-        if out_dir.exists():
-            for name in ("chunks.fa", "identified_nucleotide.fa", "identified_protein.faa"):
-                os.replace(tmp / name, out_dir / name)
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if stats.empty_records:
-        warnings.warn(f"{input_path}: skipped {stats.empty_records} record(s) of length 0", stacklevel=2)
-    if stats.frames == 0:
-        warnings.warn(f"{input_path}: no chunk has a stop-free frame; the identified files are empty", stacklevel=2)
-    return stats
-
-
-# --------------------------------------------------------------------------------------------------
-# Reference path: the original algorithm, one codon at a time
-# --------------------------------------------------------------------------------------------------
-
-
-def chunk_sequence_reference(seq: str, chunk_size: int) -> list[str]:
-    """The original's chunking of one sequence (reference doc section 1), written as the doc states it."""
-    L = len(seq)
-    if L == 0:
-        return []
-    n = -(-L // chunk_size)
-    R = n * chunk_size - L
-    q = R // n
-    m = R - q * (n - 1)
-    shifts = [q + 1] * m + [q] * max(0, n - 1 - m) + [0]
-    chunks, start = [], 0
-    for k in range(n):
-        if k:
-            start = k * chunk_size - sum(shifts[:k])
-        chunks.append(seq[start:start + chunk_size])
-    return chunks
-
-
-def translate_reference(seq: str) -> str:
-    """Frame-0 translation of ``seq``; codons outside the 64 standard ones are skipped (the original's quirk)."""
-    return "".join(GENETIC_CODE[seq[i:i + 3]] for i in range(0, len(seq) - 2, 3) if seq[i:i + 3] in GENETIC_CODE)
-
-
-def reverse_complement_reference(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
-
-
-def frames_reference(chunk: str) -> list[tuple[str, str, str]]:
-    """``(label, nucleotide, protein)`` for each kept frame of one chunk, in F1 F2 F3 R1 R2 R3 order."""
-    S = chunk.upper()
-    out = []
-    for strand, s in (("F", S), ("R", reverse_complement_reference(S))):
-        for f in range(3):
-            protein = translate_reference(s[f:])
-            if protein and "*" not in protein:
-                out.append((f"{strand}{f + 1}", s[f:f + 1 + 3 * len(protein)], protein))
-    return out
-
-
-def prepare_reference(input_path, chunk_size: int) -> tuple[list, list, list]:
-    """The original's outputs as lists of ``(id, sequence)``: chunks, identified nucleotides, proteins.
-
-    Reads FASTA with Biopython as the original does (plain or gzip).
-    """
-    from Bio import SeqIO
-
-    chunks, nucs, prots = [], [], []
-    with open_input(input_path) as raw, io.TextIOWrapper(raw, encoding="ascii", errors="replace") as handle:
-        for record in SeqIO.parse(handle, "fasta"):
-            for k, chunk in enumerate(chunk_sequence_reference(str(record.seq), chunk_size)):
-                cid = f"{record.id}_chunk_{k + 1}"
-                chunks.append((cid, chunk))
-                for label, nuc, prot in frames_reference(chunk):
-                    nucs.append((cid + label, nuc))
-                    prots.append((cid + label, prot))
-    return chunks, nucs, prots
 
 
 def read_fasta_pairs(path) -> list[tuple[str, str]]:

@@ -1,0 +1,143 @@
+"""Reading FASTA: plain and gzip input, streaming blocks, validation, bad input named in one line."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES
+from virnucpro_kernel import fasta
+from virnucpro_kernel.errors import InputError, VirNucProError
+from virnucpro_kernel.frames import prepare, prepare_reference
+
+
+def test_duplicate_id_found_among_ids_of_many_lengths(tmp_path):
+    records = "".join(f">{'y' * (i % 30)}{i}\nACGTACGT\n" for i in range(200))
+    assert "'yyyyy5'" in _err(tmp_path, records + ">yyyyy5\nACGT\n")
+
+
+def test_gzip_input_and_small_blocks_give_same_output(tmp_path):
+    src = EXAMPLES / "viralverify_test.fa"
+    gz = tmp_path / "in.fa.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    prepare(src, 300, tmp_path / "a")
+    prepare(gz, 300, tmp_path / "b", block_bytes=1000)
+    for name in ("chunks.fa", "identified_nucleotide.fa", "identified_protein.faa"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_record_block_concat_and_take_keep_records():
+    blocks = list(fasta.iter_raw_blocks(EXAMPLES / "jaeger_test_contigs.fa", block_bytes=50_000))
+    assert len(blocks) > 1
+    whole = fasta.RecordBlock.concat(blocks)
+    assert whole.ids() == [i for b in blocks for i in b.ids()]
+    assert whole.record_index.tolist() == list(range(len(whole)))
+    sub = whole.take(slice(2, 5))
+    assert sub.sequence(0) == whole.sequence(2)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def _err(tmp_path, content, name="in.fa", cs=300, mode="w"):
+    p = tmp_path / name
+    if mode == "wb":
+        p.write_bytes(content)
+    else:
+        p.write_text(content)
+    out = tmp_path / "out"
+    with pytest.raises(VirNucProError) as exc:
+        prepare(p, cs, out)
+    assert not out.exists(), "nothing may be left in --out"
+    assert not list(tmp_path.glob(".out.tmp-*")), "no temporary folder may be left"
+    return str(exc.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        prepare(tmp_path / "nope.fa", 300, tmp_path / "out")
+
+
+def test_unreadable_file(tmp_path):
+    import os
+    if os.geteuid() == 0:
+        d = tmp_path / "dir.fa"
+        d.mkdir()
+        with pytest.raises(InputError, match="directory"):
+            prepare(d, 300, tmp_path / "out")
+    else:
+        p = tmp_path / "x.fa"
+        p.write_text(">a\nACGT\n")
+        p.chmod(0)
+        with pytest.raises(InputError, match="cannot read"):
+            prepare(p, 300, tmp_path / "out")
+
+
+def test_empty_and_blank_files(tmp_path):
+    assert "empty file" in _err(tmp_path, "")
+    assert "no FASTA records" in _err(tmp_path, "\n\n  \n", name="blank.fa")
+
+
+def test_not_fasta(tmp_path):
+    assert "FASTQ" in _err(tmp_path, "@r1\nACGT\n+\nIIII\n")
+    assert "GenBank" in _err(tmp_path, "LOCUS       X 100 bp DNA\n", name="g.gb")
+    assert "binary" in _err(tmp_path, b"\x00\x01\x02\xff" * 100, mode="wb", name="b.fa")
+    assert "does not start with '>'" in _err(tmp_path, "hello world\n", name="t.fa")
+
+
+def test_protein_given_as_nucleotides_names_the_record(tmp_path):
+    msg = _err(tmp_path, ">ok\nACGTACGT\n>prot1 a protein\nMKVLAAGIVGLLLAQEEPTRKLW\n")
+    assert "prot1" in msg and "nucleotide" in msg
+
+
+def test_nine_percent_ambiguity_is_fine_ten_is_not(tmp_path):
+    ok = tmp_path / "ok.fa"
+    ok.write_text(">a\n" + "ACGTACGTA" * 10 + "EEEEEEEEE" + "\n")  # 9/99 letters not IUPAC
+    prepare(ok, 300, tmp_path / "o1")
+    assert "'b'" in _err(tmp_path, ">b\n" + "ACGTACGTA" + "E" + "\n")  # 10%
+
+
+def test_duplicate_ids_within_and_across_blocks(tmp_path):
+    assert "dup" in _err(tmp_path, ">dup x\nACGT\n>other\nACGT\n>dup y\nACGTT\n")
+    p = tmp_path / "big.fa"
+    p.write_text("".join(f">r{i}\n{'ACGT' * 30}\n" for i in range(3000)) + ">r7\nACGT\n")
+    with pytest.raises(InputError, match="'r7'.*duplicate"):
+        prepare(p, 300, tmp_path / "o", block_bytes=2048)
+
+
+def test_compact_id_set_finds_members():
+    s = fasta.CompactIdSet()
+    rng = np.random.default_rng(1)
+    seen = []
+    for _ in range(20):
+        h = rng.integers(0, 2**63, 500, dtype=np.uint64)
+        assert not s.contains(h).any()
+        s.add(h)
+        seen.append(h)
+    allh = np.concatenate(seen)
+    assert s.contains(allh).all() and len(s) == len(allh)
+    assert len(s.levels) <= 10
+
+
+def test_blanks_after_the_header_marker_are_not_part_of_the_id(tmp_path):
+    """``> NC_1 desc`` has the ID ``NC_1``, as Biopython (and so the original) reads it."""
+    src = tmp_path / "sp.fa"
+    src.write_text("> NC_1 desc\nATGAAACCCGGGTTTAAACCC\n>\tNC_2\nATGAAACCCGGGTTTAAAGGG\n")
+    prepare(src, 300, tmp_path / "out")
+    chunks, nucs, prots = prepare_reference(src, 300)
+    assert [i for i, _ in chunks] == ["NC_1_chunk_1", "NC_2_chunk_1"]
+    assert fasta.read_fasta_pairs(tmp_path / "out" / "identified_protein.faa") == prots
+
+
+def test_a_record_much_larger_than_a_block_reads_in_linear_time(tmp_path):
+    import time
+
+    src = tmp_path / "big.fa"
+    src.write_text(">big\n" + "ACGT" * 2_000_000 + "\n>small\nACGTACGT\n")
+    t0 = time.perf_counter()
+    # ~8,000 reads of one 8 MB record: re-joining and re-searching what was read before at each read (quadratic)
+    # would move and scan ~32 GB here
+    blocks = list(fasta.iter_raw_blocks(src, block_bytes=1024))
+    assert time.perf_counter() - t0 < 5
+    whole = fasta.RecordBlock.concat(blocks)
+    assert whole.ids() == ["big", "small"] and whole.seq_len.tolist() == [8_000_000, 8]
