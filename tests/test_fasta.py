@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, GOLDEN
 from virnucpro_kernel import fasta
 from virnucpro_kernel.errors import InputError, VirNucProError
 from virnucpro_kernel.frames import prepare, prepare_reference
@@ -34,6 +34,23 @@ def test_record_block_concat_and_take_keep_records():
     assert whole.record_index.tolist() == list(range(len(whole)))
     sub = whole.take(slice(2, 5))
     assert sub.sequence(0) == whole.sequence(2)
+
+
+def test_read_fasta_pairs_small_file(tmp_path):
+    path = tmp_path / "x.fa"
+    path.write_text(">a desc here\nacgt\n\nTTGG\r\n>b\n>c x\nNNNA\n")
+    assert fasta.read_fasta_pairs(path) == [("a", "acgtTTGG"), ("b", ""), ("c", "NNNA")]
+    (tmp_path / "empty.fa").write_text("")
+    (tmp_path / "blank.fa").write_text("\n \n")
+    assert fasta.read_fasta_pairs(tmp_path / "empty.fa") == fasta.read_fasta_pairs(tmp_path / "blank.fa") == []
+
+
+@pytest.mark.parametrize("path", [*sorted(EXAMPLES.glob("*.fa")), *sorted(GOLDEN.glob("*.fa*"))],
+                         ids=lambda p: p.name)
+def test_read_fasta_pairs_agrees_with_biopython(path):
+    from Bio import SeqIO
+
+    assert fasta.read_fasta_pairs(path) == [(r.id, str(r.seq)) for r in SeqIO.parse(path, "fasta")]
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -258,45 +258,44 @@ def _parse_block(data: bytes, first_index: int) -> RecordBlock:
                        record_index)
 
 
-def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[RecordBlock]:
+def _read(handle, path, size: int = -1) -> bytes:
+    try:
+        return handle.read(size)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(path, f"cannot read: {exc}") from None
+
+
+def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, *, allow_empty: bool = False
+                    ) -> Iterator[RecordBlock]:
     """Stream ``path`` as RecordBlocks of about ``block_bytes`` input bytes each, cut at record boundaries.
 
-    Raises InputError for unreadable, empty or non-FASTA input. Records are not validated here.
+    Raises InputError for unreadable, empty or non-FASTA input (an empty or blank file yields nothing if
+    ``allow_empty``). Records are not validated here.
     """
     handle = open_input(path)
     index = 0
     try:
+        data = _read(handle, path, block_bytes)
+        if not data and not allow_empty:
+            raise InputError(path, "empty file")
+        data = data.lstrip()
+        while not data:  # only blank lines so far
+            more = _read(handle, path, block_bytes)
+            if not more:
+                if allow_empty:
+                    return
+                raise InputError(path, "no FASTA records (the file holds only blank lines)")
+            data = more.lstrip()
+        _sniff(path, data[:4096])
         pieces: list[bytes] = []  # read but not parsed yet: the start of a record whose end is not seen
-        first = True
-        while True:
-            try:
-                data = handle.read(block_bytes)
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                raise InputError(path, f"cannot read: {exc}") from None
-            if first:
-                if not data:
-                    raise InputError(path, "empty file")
-                data = data.lstrip()
-                if not data:  # only whitespace so far
-                    rest = handle.read()
-                    data = rest.lstrip()
-                    if not data:
-                        raise InputError(path, "no FASTA records (the file holds only blank lines)")
-                _sniff(path, data[:4096])
-                first = False
-            if not data:  # end of input: the rest is whole records
-                part = b"".join(pieces)
-                if part:
-                    block = _parse_block(part, index)
-                    index += len(block)
-                    yield block
-                break
+        while data:
             # only the new bytes are searched for a record start, so a record of any size is read in linear time
             cut = data.rfind(b"\n>") + 1
             if cut <= 0 and pieces and pieces[-1].endswith(b"\n") and data.startswith(b">"):
                 cut = 0  # a record starts right at this read
             elif cut <= 0:
                 pieces.append(data)
+                data = _read(handle, path, block_bytes)
                 continue
             part = b"".join(pieces) + data[:cut]
             pieces = [data[cut:]]
@@ -304,6 +303,12 @@ def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Re
                 block = _parse_block(part, index)
                 index += len(block)
                 yield block
+            data = _read(handle, path, block_bytes)
+        part = b"".join(pieces)  # end of input: the rest is whole records
+        if part:
+            block = _parse_block(part, index)
+            index += len(block)
+            yield block
     finally:
         handle.close()
     if index == 0:
@@ -575,8 +580,11 @@ def padded(a: np.ndarray) -> np.ndarray:
 
 
 def read_fasta_pairs(path) -> list[tuple[str, str]]:
-    """``(id, sequence)`` of every record of a (small) FASTA file, read with Biopython."""
-    from Bio.SeqIO.FastaIO import SimpleFastaParser
+    """``(id, sequence)`` of every record of a small FASTA file, in input order (an empty file has none).
 
-    with open_input(path) as raw, io.TextIOWrapper(raw, encoding="ascii", errors="replace") as handle:
-        return [(title.split(None, 1)[0] if title.strip() else "", seq) for title, seq in SimpleFastaParser(handle)]
+    Records are read by this module's reader (no validation; empty records included), as Biopython reads them.
+    """
+    pairs = []
+    for block in iter_raw_blocks(path, allow_empty=True):
+        pairs += zip(block.ids(), [block.sequence(i) for i in range(len(block))])
+    return pairs
