@@ -45,12 +45,54 @@ def test_read_fasta_pairs_small_file(tmp_path):
     assert fasta.read_fasta_pairs(tmp_path / "empty.fa") == fasta.read_fasta_pairs(tmp_path / "blank.fa") == []
 
 
-@pytest.mark.parametrize("path", [*sorted(EXAMPLES.glob("*.fa")), *sorted(GOLDEN.glob("*.fa*"))],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*sorted(EXAMPLES.glob("*.fa")), *sorted(GOLDEN.glob("*.fa*")),
+                                  *sorted(GOLDEN.glob("edge/*/in/*"))], ids=lambda p: p.name)
 def test_read_fasta_pairs_agrees_with_biopython(path):
+    """Records as the original reads them (Biopython, text mode: CR, LF and CRLF all end lines)."""
     from Bio import SeqIO
 
     assert fasta.read_fasta_pairs(path) == [(r.id, str(r.seq)) for r in SeqIO.parse(path, "fasta")]
+
+
+EDGE = GOLDEN / "edge"
+
+
+def _prepared(src, out, cs=300, **kw):
+    prepare(src, cs, out, **kw)
+    return {name: (out / name).read_bytes() for name in ("chunks.fa", "identified_nucleotide.fa",
+                                                         "identified_protein.faa")}
+
+
+@pytest.mark.parametrize("block_bytes", [fasta.DEFAULT_BLOCK_BYTES, 97])
+def test_bare_carriage_returns_end_lines(tmp_path, block_bytes):
+    """Old Mac line endings: a bare CR ends a line, as Python's text mode (and so Biopython) reads it."""
+    lf = EXAMPLES / "jaeger_test_contigs.fa"
+    lines = []  # sequences wrapped at 70 columns
+    for line in lf.read_bytes().splitlines():
+        lines += [line] if line.startswith(b">") else [line[i:i + 70] for i in range(0, len(line), 70)]
+    cr = tmp_path / "cr.fa"
+    cr.write_bytes(b"".join(line + b"\r" for line in lines))
+    mixed = tmp_path / "mixed.fa"  # CR, LF and CRLF in one file
+    mixed.write_bytes(b"".join(line + (b"\r", b"\n", b"\r\n")[i % 3] for i, line in enumerate(lines)))
+    expected = _prepared(lf, tmp_path / "lf")
+    assert _prepared(cr, tmp_path / "cr", block_bytes=block_bytes) == expected
+    assert _prepared(mixed, tmp_path / "mixed", block_bytes=block_bytes) == expected
+    assert fasta.read_fasta_pairs(cr) == fasta.read_fasta_pairs(lf)
+
+
+def test_utf8_byte_order_mark_is_skipped(tmp_path):
+    src = EXAMPLES / "viralverify_test.fa"
+    bom = tmp_path / "bom.fa"
+    bom.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    gz = tmp_path / "bom.fa.gz"
+    gz.write_bytes(gzip.compress(bom.read_bytes()))
+    expected = _prepared(src, tmp_path / "plain")
+    assert _prepared(bom, tmp_path / "bom") == expected
+    assert _prepared(gz, tmp_path / "gz") == expected
+    assert fasta.read_fasta_pairs(bom) == fasta.read_fasta_pairs(src)
+    blank_bom = tmp_path / "blank_bom.fa"
+    blank_bom.write_bytes(b"\xef\xbb\xbf\n\n>x\nACGTACGT\n")
+    assert fasta.read_fasta_pairs(blank_bom) == [("x", "ACGTACGT")]
 
 
 # ---------------------------------------------------------------------------------------------- bad input

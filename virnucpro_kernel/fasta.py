@@ -16,6 +16,7 @@ the first word of its header, its sequence the record's lines joined with whites
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def _sniff(path, head: bytes) -> None:
     if text.startswith(b"LOCUS") or text.startswith(b"ID   "):
         raise InputError(path, "not a FASTA file (looks like GenBank/EMBL; export it as FASTA first)")
     try:
-        first = text.split(b"\n", 1)[0][:40].decode("ascii")
+        first = text.splitlines()[0][:40].decode("ascii")
     except UnicodeDecodeError:
         raise InputError(path, "not a FASTA file (binary data)") from None
     raise InputError(path, f"not a FASTA file (first line does not start with '>': {first!r})")
@@ -215,7 +216,11 @@ def _parse_block(data: bytes, first_index: int) -> RecordBlock:
     # line breaks and other whitespace are all bytes <= 32: one cheap comparison finds both
     low = np.flatnonzero(a <= 32)
     low_byte = a[low]
-    newline = low[low_byte == 10]
+    eol = low_byte == 10
+    cr = np.flatnonzero(low_byte == 13)
+    if len(cr):  # a CR not followed by LF ends a line too (old Mac files), as Python's text mode reads lines
+        eol[cr[a[np.minimum(low[cr] + 1, n - 1)] != 10]] = True
+    newline = low[eol]
     line_start = np.concatenate(([0], newline + 1))
     line_end = np.append(newline, n)
     inside = line_start < n
@@ -229,7 +234,7 @@ def _parse_block(data: bytes, first_index: int) -> RecordBlock:
     for i in lead.tolist():  # rare: a plain loop
         while hdr_start[i] < hdr_end[i] and a[hdr_start[i]] in (9, 32):
             hdr_start[i] += 1
-    ws_pos = low[_WHITESPACE_NO_NL[low_byte]]
+    ws_pos = low[_WHITESPACE_NO_NL[low_byte] & ~eol]
     # the ID ends at the header's first whitespace
     ws_ext = np.append(ws_pos, n)
     id_len = np.minimum(ws_ext[np.searchsorted(ws_ext, hdr_start)], hdr_end) - hdr_start
@@ -278,6 +283,8 @@ def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, *, allow_empty
         data = _read(handle, path, block_bytes)
         if not data and not allow_empty:
             raise InputError(path, "empty file")
+        if data.startswith(codecs.BOM_UTF8):  # a UTF-8 byte-order mark, as some editors write: not content
+            data = data[len(codecs.BOM_UTF8):]
         data = data.lstrip()
         while not data:  # only blank lines so far
             more = _read(handle, path, block_bytes)
@@ -291,7 +298,8 @@ def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, *, allow_empty
         while data:
             # only the new bytes are searched for a record start, so a record of any size is read in linear time
             cut = data.rfind(b"\n>") + 1
-            if cut <= 0 and pieces and pieces[-1].endswith(b"\n") and data.startswith(b">"):
+            cut = max(cut, data.rfind(b"\r>", cut) + 1)  # a line ended by a bare CR (searched after the LF only)
+            if cut <= 0 and pieces and pieces[-1].endswith((b"\n", b"\r")) and data.startswith(b">"):
                 cut = 0  # a record starts right at this read
             elif cut <= 0:
                 pieces.append(data)
