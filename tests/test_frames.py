@@ -1,6 +1,7 @@
 """Records -> chunks -> frames -> the three files: the vectorized path against the golden files and the
 per-codon reference path."""
 
+import io
 import random
 import warnings
 
@@ -20,6 +21,7 @@ GOLDEN_CASES = [
     ("broad_test_fixed_500bp", GOLDEN / "broad_test_fixed_500bp.fa", 500, "chunked500"),
     ("broad_test_with_orfs", GOLDEN / "broad_test_with_orfs.fa", 500, "chunked500"),
 ]
+OUTPUTS = ("chunks.fa", "identified_nucleotide.fa", "identified_protein.faa")
 
 
 @pytest.mark.parametrize("name,src,cs,chunked", GOLDEN_CASES)
@@ -29,12 +31,27 @@ def test_golden_files_reproduced(tmp_path, name, src, cs, chunked):
     prefix = name if chunked else f"{name}_{cs}"
     for ours, theirs in (("identified_nucleotide.fa", f"{prefix}_identified_nucleotide.fa"),
                          ("identified_protein.faa", f"{prefix}_identified_protein.faa")):
-        assert read_fasta_pairs(out / ours) == read_fasta_pairs(GOLDEN / theirs)
-        # one sequence per line, as the original writes them
-        lines = (out / ours).read_text().splitlines()
-        assert len(lines) == 2 * len(read_fasta_pairs(out / ours))
+        assert (out / ours).read_bytes() == (GOLDEN / theirs).read_bytes()
     if chunked:
-        assert read_fasta_pairs(out / "chunks.fa") == read_fasta_pairs(GOLDEN / f"{name}_{chunked}.fa")
+        assert (out / "chunks.fa").read_bytes() == (GOLDEN / f"{name}_{chunked}.fa").read_bytes()
+
+
+EDGE_CASES = sorted(p.name for p in (GOLDEN / "edge").iterdir())
+
+
+@pytest.mark.parametrize("block_bytes", [F.DEFAULT_BLOCK_BYTES, 1000])
+@pytest.mark.parametrize("cs", F.CHUNK_SIZES)
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_edge_cases_byte_identical_to_the_original(tmp_path, case, cs, block_bytes):
+    """IUPAC and lowercase, CRLF, chunk-boundary lengths, bare CR, gaps, RNA: all three files as the original
+    writes them, ``chunks.fa`` 60 letters per line included."""
+    (src,) = (GOLDEN / "edge" / case / "in").iterdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        F.prepare(src, cs, tmp_path / "out", block_bytes=block_bytes)
+    for name in OUTPUTS:
+        expected = (GOLDEN / "edge" / case / f"gold{cs}" / name).read_bytes()
+        assert (tmp_path / "out" / name).read_bytes() == expected, name
 
 
 def test_reference_path_reproduces_golden_too():
@@ -112,10 +129,23 @@ def _check_against_reference(tmp_path, records, cs, **layout):
     assert read_fasta_pairs(tmp_path / "out" / "chunks.fa") == [(i, s) for i, s in chunks]
     assert read_fasta_pairs(tmp_path / "out" / "identified_nucleotide.fa") == nucs
     assert read_fasta_pairs(tmp_path / "out" / "identified_protein.faa") == prots
-    # byte for byte: one '>{id}' line and one sequence line per entry, nothing else
-    for name, entries in (("chunks.fa", chunks), ("identified_nucleotide.fa", nucs),
-                          ("identified_protein.faa", prots)):
+    # byte for byte: chunks.fa as Biopython writes it, the identified files one '>{id}' line and one sequence
+    # line per entry
+    assert (tmp_path / "out" / "chunks.fa").read_bytes() == _biopython_fasta(chunks)
+    for name, entries in (("identified_nucleotide.fa", nucs), ("identified_protein.faa", prots)):
         assert (tmp_path / "out" / name).read_bytes() == "".join(f">{i}\n{q}\n" for i, q in entries).encode()
+
+
+def _biopython_fasta(entries) -> bytes:
+    """FASTA text as the original writes ``chunks.fa``: SeqRecords with an ID and no description, through
+    Biopython's writer."""
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqRecord import SeqRecord
+
+    buf = io.StringIO()
+    SeqIO.write([SeqRecord(Seq(s), id=i, description="") for i, s in entries], buf, "fasta")
+    return buf.getvalue().encode()
 
 
 @pytest.mark.parametrize("cs", F.CHUNK_SIZES)

@@ -458,16 +458,20 @@ def iter_record_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, validator: 
 # --------------------------------------------------------------------------------------------------
 
 
-def _windows(src: np.ndarray, width: int, step: int = 1) -> tuple[np.ndarray, int]:
-    """A view ``V`` with ``V[k, t] = src[k + shift + step * t]`` for every ``k`` it has, and ``shift``.
+def _windows(src: np.ndarray, width: int, step: int = 1, lines: int | None = None, line_step: int = 0
+             ) -> tuple[np.ndarray, int]:
+    """A view ``V`` with ``V[k, t] = src[k + shift + step * t]`` for every ``k`` it has, and ``shift``; with
+    ``lines``, ``V[k, j, t] = src[k + shift + line_step * j + step * t]`` (``line_step`` of the sign of ``step``).
 
-    Row ``s - shift`` is the ``width`` elements read from ``src[s]`` with the given step; only rows whose
-    elements all lie inside ``src`` exist (so fancy indexing is bounds-checked).
+    Row ``s - shift`` is the ``width`` elements (``lines`` times) read from ``src[s]`` with the given steps;
+    only rows whose elements all lie inside ``src`` exist (so fancy indexing is bounds-checked).
     """
-    span = abs(step) * (width - 1)
+    dims, steps = ((width,), (step,)) if lines is None else ((lines, width), (line_step, step))
+    span = sum(abs(st) * (d - 1) for d, st in zip(dims, steps))
     shift = span if step < 0 else 0
-    view = np.lib.stride_tricks.as_strided(src[shift:], shape=(max(len(src) - span, 0), width),
-                                           strides=(src.strides[0], step * src.strides[0]))
+    e = src.strides[0]
+    view = np.lib.stride_tricks.as_strided(src[shift:], shape=(max(len(src) - span, 0), *dims),
+                                           strides=(e, *(st * e for st in steps)))
     return view, shift
 
 
@@ -556,16 +560,18 @@ def entry_headers(block: RecordBlock, record: np.ndarray, number: np.ndarray, ta
     return Headers(width=id_len + digits + (2 + t + x), classes=classes)
 
 
-def fasta_text(headers: Headers, seq_len: np.ndarray, parts) -> np.ndarray:
-    """FASTA text, one ``{header line}{sequence}\\n`` per entry, as a uint8 array.
+def fasta_text(headers: Headers, seq_len: np.ndarray, parts, width: int | None = None) -> np.ndarray:
+    """FASTA text, ``{header line}{sequence}\\n`` per entry, as a uint8 array. With ``width``, sequences are
+    wrapped in lines of ``width`` letters, the last one shorter, as Biopython writes FASTA.
 
     ``parts`` are ``(selection, src, start, step, table)``: where the sequences of the selected entries come
     from (see :func:`_put`). Sequences are copied first, with the header lines and line breaks after them
     as the room that lets their copies overrun.
     """
     n = len(seq_len)
-    off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(headers.width + seq_len + 1, out=off[1:])
+    w = width or 0
+    full = np.zeros(n, dtype=np.int64) if width is None else np.maximum((seq_len - 1) // w, 0)  # all lines but the last
+    off = offsets(headers.width + seq_len + full + 1)
     total = int(off[-1])
     out = np.empty(total + PAD, dtype=np.uint8)
     seq_pos = off[:-1] + headers.width
@@ -573,11 +579,32 @@ def fasta_text(headers: Headers, seq_len: np.ndarray, parts) -> np.ndarray:
     room[:-1] = headers.width[1:] + 1
     room[-1:] = PAD
     for sel, src, start, step, table in parts:
-        _put(out, seq_pos[sel], seq_len[sel], room[sel], src, start, step, table)
-    for w, sel, rows in headers.classes:
-        _windows(out, w)[0][off[:-1][sel]] = rows
-    out[seq_pos + seq_len] = 10
+        f = full[sel]
+        if f.any():
+            entry = np.arange(n)[sel]
+            for lines, g in _groups(f):
+                if lines:
+                    _put_lines(out, seq_pos[entry[g]], lines, w, src, start[g], step, table)
+        _put(out, seq_pos[sel] + f * (w + 1), seq_len[sel] - f * w, room[sel], src, start + f * (step * w), step,
+             table)
+    for hw, sel, rows in headers.classes:
+        _windows(out, hw)[0][off[:-1][sel]] = rows
+    out[off[1:] - 1] = 10
     return out[:total]
+
+
+def _put_lines(out: np.ndarray, pos, lines: int, width: int, src: np.ndarray, start, step: int, table: bytes | None):
+    """``lines`` lines of ``width`` letters, each followed by a line break, at each ``out[pos_i]``: the letters
+    ``src[start_i + step * t]`` for ``t < lines * width`` (mapped through ``table`` if given)."""
+    rows_src, shift = _windows(src, width, step, lines, step * width)
+    first = start - shift
+    if first.min() < 0:
+        raise ValueError("window source lacks padding")
+    rows = rows_src[first]
+    if table is not None:
+        rows = np.frombuffer(rows.tobytes().translate(table), dtype=np.uint8).reshape(rows.shape)
+    _windows(out, width, 1, lines, width + 1)[0][pos] = rows
+    _windows(out[width:], lines, width + 1)[0][pos] = 10
 
 
 def padded(a: np.ndarray) -> np.ndarray:

@@ -71,6 +71,9 @@ _AA_F_TAB = _AA_F.tobytes()
 _AA_R_TAB = _AA_R.tobytes()
 
 _CHUNK_TAG = b"_chunk_"
+# The original writes chunks.fa through Biopython (60 letters per line) and the identified files itself (one
+# sequence per line).
+CHUNKS_FA_WIDTH = 60
 _LABELS = np.frombuffer("".join(FRAME_LABELS).encode(), dtype=np.uint8).reshape(6, 2)
 
 
@@ -271,7 +274,7 @@ def _write_block(block: RecordBlock, chunks: ChunkBlock, f_chunks, f_nuc, f_prot
     P = SRC_PAD
     src = padded(block.sbuf)
     f_chunks.write(fasta_text(entry_headers(block, chunks.record, chunks.k + 1, _CHUNK_TAG), chunks.length,
-                              [(slice(None), src, P + chunks.start, 1, None)]))
+                              [(slice(None), src, P + chunks.start, 1, None)], width=CHUNKS_FA_WIDTH))
     plan = _plan_frames(block, chunks)
     if not len(plan.kept):
         return 0
