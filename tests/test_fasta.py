@@ -164,18 +164,75 @@ def test_duplicate_ids_within_and_across_blocks(tmp_path):
         prepare(p, 300, tmp_path / "o", block_bytes=2048)
 
 
-def test_compact_id_set_finds_members():
-    s = fasta.CompactIdSet()
-    rng = np.random.default_rng(1)
-    seen = []
-    for _ in range(20):
-        h = rng.integers(0, 2**63, 500, dtype=np.uint64)
-        assert not s.contains(h).any()
-        s.add(h)
-        seen.append(h)
-    allh = np.concatenate(seen)
-    assert s.contains(allh).all() and len(s) == len(allh)
-    assert len(s.levels) <= 10
+def test_seen_ids_find_repeats_across_blocks(tmp_path):
+    p = tmp_path / "ids.fa"
+    p.write_text("".join(f">r{i}\nACGT\n" for i in range(5000)))
+    seen = fasta.SeenIds()
+    blocks = list(fasta.iter_raw_blocks(p, block_bytes=1000))
+    assert len(blocks) > 20
+    for block in blocks:
+        assert seen.add(block) is None
+    assert len(seen) == 5000 and len(seen.levels) <= 13
+    for block in blocks[::7]:
+        assert seen.add(block) == 0  # every ID is a repeat now: the block's first record is named
+
+
+def _thue_morse_ids(n=2048):
+    """Two different IDs with the same polynomial hash modulo 2^64 for any odd base (a Thue-Morse string
+    and its complement: their hashes differ by a product of 11 factors 1 - B^(2^k), divisible by 2^66)."""
+    t = [0]
+    while len(t) < n:
+        t += [1 - x for x in t]
+    return "".join("AB"[x] for x in t), "".join("BA"[x] for x in t)
+
+
+@pytest.mark.parametrize("between", [0, 3000])
+def test_ids_whose_hashes_collide_are_not_duplicates(tmp_path, between):
+    a, b = _thue_morse_ids()
+    p = tmp_path / "in.fa"
+    p.write_text(f">{a}\nACGTAAACCC\n" + "".join(f">x{i}\nACGT\n" for i in range(between)) + f">{b}\nACGTAAA\n")
+    stats = prepare(p, 300, tmp_path / "ok", block_bytes=4096)
+    assert stats.records == between + 2
+    blocks = list(fasta.iter_raw_blocks(p, block_bytes=4096))
+    h = np.concatenate([fasta.id_hashes(block)[0] for block in blocks])
+    assert a != b and h[0] == h[-1]  # a real collision of the 64-bit hash
+    assert _err(tmp_path, p.read_text() + f">{b} again\nACGT\n", name="dup.fa").endswith(
+        "duplicate record ID (outputs would collide)")
+
+
+@pytest.fixture
+def one_hash_for_all(monkeypatch):
+    """Every ID hashes to the same value: the exact comparison decides alone."""
+    real = fasta.id_hashes
+
+    def constant(block):
+        h, text = real(block)
+        return np.full_like(h, 0x5EED), text
+
+    monkeypatch.setattr(fasta, "id_hashes", constant)
+
+
+def test_exact_check_when_every_hash_collides(tmp_path, one_hash_for_all):
+    p = tmp_path / "in.fa"
+    p.write_text("".join(f">id{i} d\nACGTACGT\n" for i in range(400)))
+    stats = prepare(p, 300, tmp_path / "ok", block_bytes=512)
+    assert stats.records == 400
+    assert "'id7'" in _err(tmp_path, p.read_text() + ">id7\nACGT\n", name="across.fa")
+    assert "'id399'" in _err(tmp_path, p.read_text() + ">z\nAC\n>id399\nACGT\n", name="across2.fa")
+    assert "'b'" in _err(tmp_path, ">a\nACGT\n>b\nACGT\n>c\nACGT\n>b\nACGT\n", name="within.fa")
+    assert "''" in _err(tmp_path, ">\nACGT\n>x\nACGT\n> \nACGT\n", name="empty_ids.fa")
+
+
+def test_exact_check_reads_ids_back_from_disk(tmp_path, one_hash_for_all, monkeypatch):
+    """IDs past the in-memory part of the spool are on disk, read back in small pieces: an ID split between
+    two pieces is still found."""
+    monkeypatch.setattr(fasta.SeenIds, "SPOOL_BYTES", 100)
+    monkeypatch.setattr(fasta.SeenIds, "READ_BYTES", 7)
+    p = tmp_path / "in.fa"
+    p.write_text("".join(f">read_{i}\nACGTACGT\n" for i in range(300)))
+    assert prepare(p, 300, tmp_path / "ok", block_bytes=256).records == 300
+    for i in (0, 1, 77, 150, 298):
+        assert f"'read_{i}'" in _err(tmp_path, p.read_text() + f">read_{i}\nACGT\n", name=f"d{i}.fa")
 
 
 def test_blanks_after_the_header_marker_are_not_part_of_the_id(tmp_path):

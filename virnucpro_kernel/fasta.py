@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -122,8 +123,11 @@ class RecordBlock:
         return self.seq_len
 
     def ids(self) -> list[str]:
+        return [x.decode("utf-8", "replace") for x in self.id_bytes()]
+
+    def id_bytes(self) -> list[bytes]:
         raw = self.hbuf.tobytes()
-        return [raw[s:s + n].decode("utf-8", "replace") for s, n in zip(self.hdr_start.tolist(), self.id_len.tolist())]
+        return [raw[s:s + n] for s, n in zip(self.hdr_start.tolist(), self.id_len.tolist())]
 
     def descriptions(self) -> list[str]:
         raw = self.hbuf.tobytes()
@@ -323,27 +327,81 @@ def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, *, allow_empty
         raise InputError(path, "no FASTA records")
 
 
-class CompactIdSet:
-    """A set of 64-bit ID hashes in sorted NumPy arrays (about 8 bytes per ID, not ~100 for a Python set).
+class SeenIds:
+    """The record IDs read so far, for an exact duplicate check at 8 bytes of memory per ID.
 
-    Levels of geometrically growing size are merged like a log-structured tree, so adding N hashes costs
-    O(N log N) in all and a membership query O(log^2 N). A fixed 16 MiB map of the hashes' top 24 bits
-    answers most queries for absent hashes at once, so only the few that hit it are searched in the levels.
+    Each ID's 64-bit hash goes into sorted NumPy arrays: levels of geometrically growing size merged like a
+    log-structured tree (adding N hashes costs O(N log N) in all, a lookup O(log^2 N)), behind a 16 MiB map of
+    the hashes' top 24 bits that answers most lookups of new hashes at once. The IDs themselves are appended,
+    one per line, to a temporary file (held in memory up to ``SPOOL_BYTES``, then on disk). Only an ID whose
+    hash is already there, which means a repeated ID or (about N^2 / 2^65 of the time) a hash collision, is
+    compared byte for byte: with the IDs of its block, and by a search of that file.
     """
 
     MAP_BITS = 24
+    SPOOL_BYTES = 64 << 20
+    READ_BYTES = 16 << 20  # the spool file is searched in pieces of this size
 
     def __init__(self):
         self.levels: list[np.ndarray] = []
         self.seen = np.zeros(1 << self.MAP_BITS, dtype=bool)  # pages are only allocated once touched
+        self.spool = tempfile.SpooledTemporaryFile(max_size=self.SPOOL_BYTES)
+        self.spool.write(b"\n")  # every ID in it has a line break on each side
 
     def __len__(self):
         return sum(len(x) for x in self.levels)
 
+    def add(self, block: RecordBlock) -> int | None:
+        """Add the IDs of a block, unless one of them was read before (in an earlier block or earlier in this
+        one): then add nothing and return the position of the first such record in the block."""
+        h, text = id_hashes(block)
+        hs = np.sort(h)
+        if len(hs) and ((hs[1:] == hs[:-1]).any() or self._has_hash(hs).any()):
+            repeat = self._first_repeat(block, h)
+            if repeat is not None:
+                return repeat
+        self._add_hashes(hs)
+        self.spool.seek(0, io.SEEK_END)
+        self.spool.write(text)
+        return None
+
+    def _first_repeat(self, block: RecordBlock, h: np.ndarray) -> int | None:
+        """The first record of the block whose ID was read before, compared byte for byte; None if there is
+        none (its hash matched another ID's only)."""
+        before = self._has_hash(h)
+        order = np.argsort(h, kind="stable")
+        same = np.zeros(len(h), dtype=bool)  # shares its hash with another record of this block
+        eq = h[order[1:]] == h[order[:-1]]
+        same[order[1:]] |= eq
+        same[order[:-1]] |= eq
+        suspects = np.flatnonzero(before | same)
+        ids = block.take(suspects).id_bytes()
+        in_spool = self._spooled({x for x, b in zip(ids, before[suspects]) if b})
+        here = set()
+        for i, x in zip(suspects.tolist(), ids):
+            if x in here or x in in_spool:
+                return i
+            here.add(x)
+        return None
+
+    def _spooled(self, ids: set[bytes]) -> set[bytes]:
+        """Those of ``ids`` that are in the spool file (one pass over it, in pieces)."""
+        if not ids:
+            return set()
+        found: set[bytes] = set()
+        keep = max(len(x) for x in ids) + 1  # a line split between two pieces is found in the joined tail
+        self.spool.seek(0)
+        tail = b""
+        while piece := self.spool.read(self.READ_BYTES):
+            buf = tail + piece
+            found.update(x for x in ids - found if b"\n" + x + b"\n" in buf)
+            tail = buf[-keep:]
+        return found
+
     def _top(self, h: np.ndarray) -> np.ndarray:
         return (np.asarray(h, dtype=np.uint64) >> np.uint64(64 - self.MAP_BITS)).astype(np.intp)
 
-    def contains(self, h: np.ndarray) -> np.ndarray:
+    def _has_hash(self, h: np.ndarray) -> np.ndarray:
         h = np.asarray(h, dtype=np.uint64)
         found = np.zeros(len(h), dtype=bool)
         maybe = np.flatnonzero(self.seen[self._top(h)])
@@ -356,18 +414,19 @@ class CompactIdSet:
             found[maybe] = hit
         return found
 
-    def add(self, h: np.ndarray) -> None:
-        new = np.sort(h)
+    def _add_hashes(self, new: np.ndarray) -> None:
+        """Add sorted hashes."""
         self.seen[self._top(new)] = True
         while self.levels and len(self.levels[-1]) <= len(new):
             new = np.sort(np.concatenate([self.levels.pop(), new]), kind="mergesort")
         self.levels.append(new)
 
 
-def hash_ids(block: RecordBlock) -> np.ndarray:
-    """A 64-bit polynomial hash of every record ID in the block (vectorized; collisions ~ N^2 / 2^65).
+def id_hashes(block: RecordBlock) -> tuple[np.ndarray, bytes]:
+    """A 64-bit hash of every record ID in the block (a polynomial hash, then mixed; vectorized), and the IDs
+    as text, each followed by a line break (grouped by length, not in input order).
 
-    IDs of a few distinct lengths (the usual case) are hashed as rows of a 2-D window view of the header
+    IDs of a few distinct lengths (the usual case) are read as rows of a 2-D window view of the header
     buffer, one length at a time; otherwise all ID bytes are gathered and summed with one prefix sum.
     """
     lens = block.id_len
@@ -376,20 +435,29 @@ def hash_ids(block: RecordBlock) -> np.ndarray:
     with np.errstate(over="ignore"):
         if len(groups) <= 8:
             h = np.zeros(len(lens), dtype=np.uint64)
+            text = []
             for n, sel in groups:
-                if n:
-                    ids = _windows(block.hbuf, n)[0][block.hdr_start[sel]]
-                    h[sel] = ((ids + np.uint64(1)) * powers[:n]).sum(axis=1, dtype=np.uint64)
+                if not n:
+                    text.append(b"\n" * len(h[sel]))
+                    continue
+                ids = _windows(block.hbuf, n)[0][block.hdr_start[sel]]
+                h[sel] = ((ids + np.uint64(1)) * powers[:n]).sum(axis=1, dtype=np.uint64)
+                lines = np.empty((len(ids), n + 1), dtype=np.uint8)
+                lines[:, :n] = ids
+                lines[:, n] = 10
+                text.append(lines.tobytes())
+            text = b"".join(text)
         else:
             off = offsets(lens)
-            ids = gather(block.hbuf, block.hdr_start, lens).astype(np.uint64)
+            ids = gather(block.hbuf, block.hdr_start, lens)
             pos_in_id = np.arange(len(ids), dtype=np.int64) - np.repeat(off[:-1], lens)
             cum = np.concatenate(([np.uint64(0)],
                                   np.cumsum((ids + np.uint64(1)) * powers[pos_in_id], dtype=np.uint64)))
             h = cum[off[1:]] - cum[off[:-1]]
+            text = np.insert(ids, off[1:], 10).tobytes()
         h = (h ^ (lens.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xBF58476D1CE4E5B9)
         h ^= h >> np.uint64(31)
-    return h
+    return h, text
 
 
 _POW_CACHE = np.array([1], dtype=np.uint64)
@@ -411,7 +479,7 @@ class RecordValidator:
 
     def __init__(self, path):
         self.path = path
-        self.ids = CompactIdSet()
+        self.ids = SeenIds()
         self.empty_records = 0
         self.records = 0
 
@@ -426,16 +494,10 @@ class RecordValidator:
             i = int(wrong[0])
             raise InputError(self.path, f"{n_bad[i] / lengths[i]:.0%} of its letters are not nucleotide IUPAC "
                              "codes (protein given as nucleotides?)", record=block.take([i]).ids()[0])
-        # duplicate IDs: sorted hashes make both the in-block check and the set lookups cheap
-        h = np.sort(hash_ids(block))
-        if len(h) and ((h[1:] == h[:-1]).any() or self.ids.contains(h).any()):
-            h = hash_ids(block)  # a duplicate: name the first repeated record in input order
-            dup = self.ids.contains(h)
-            order = np.argsort(h, kind="stable")
-            dup[order[1:]] |= h[order[1:]] == h[order[:-1]]
-            rid = block.take([int(np.flatnonzero(dup)[0])]).ids()[0]
-            raise InputError(self.path, "duplicate record ID (outputs would collide)", record=rid)
-        self.ids.add(h)
+        repeat = self.ids.add(block)
+        if repeat is not None:
+            raise InputError(self.path, "duplicate record ID (outputs would collide)",
+                             record=block.take([repeat]).ids()[0])
         empty = lengths == 0
         if empty.any():
             self.empty_records += int(empty.sum())
