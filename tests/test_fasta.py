@@ -1,6 +1,9 @@
 """Reading FASTA: plain and gzip input, streaming blocks, validation, bad input named in one line."""
 
 import gzip
+import hashlib
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -93,6 +96,65 @@ def test_utf8_byte_order_mark_is_skipped(tmp_path):
     blank_bom = tmp_path / "blank_bom.fa"
     blank_bom.write_bytes(b"\xef\xbb\xbf\n\n>x\nACGTACGT\n")
     assert fasta.read_fasta_pairs(blank_bom) == [("x", "ACGTACGT")]
+
+
+
+def test_scan_validates_and_hashes_the_file_as_stored(tmp_path):
+    src = EXAMPLES / "jaeger_test_contigs.fa"
+    raw = b">empty\n" + src.read_bytes() + b">empty2\n\n>last\nACGTN\n"
+    plain = tmp_path / "in.fa"
+    plain.write_bytes(raw)
+    gz = tmp_path / "in.fa.gz"  # two gzip members
+    gz.write_bytes(gzip.compress(raw[:100_000]) + gzip.compress(raw[100_000:]))
+    pairs = fasta.read_fasta_pairs(plain)
+    for path in (plain, gz):
+        summary = fasta.scan(path, block_bytes=10_000)
+        data = path.read_bytes()
+        assert summary == fasta.InputSummary(
+            path=str(path), records=len(pairs), empty_records=2, bases=sum(len(q) for _, q in pairs),
+            size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def test_scan_reads_the_input_once(tmp_path):
+    """A named pipe can be read only once: scan validates and hashes it all the same."""
+    data = gzip.compress((EXAMPLES / "viralverify_test.fa").read_bytes())
+    fifo = tmp_path / "in.fa.gz"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    summary = fasta.scan(fifo)
+    writer.join()
+    assert (summary.sha256, summary.size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert summary.records == 5
+
+
+def test_scan_names_file_and_record_of_bad_input(tmp_path):
+    p = tmp_path / "dup.fa"
+    p.write_text(">a\nACGT\n>b\nACGT\n>a\nACGT\n")
+    with pytest.raises(InputError, match=f"^{p}: record 'a': duplicate record ID"):
+        fasta.scan(p)
+
+
+def test_streaming_readers_hash_every_byte_read(tmp_path):
+    src = EXAMPLES / "viralverify_test.fa"
+    gz = tmp_path / "in.fa.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    for path in (src, gz):
+        h1, h2 = hashlib.sha256(), hashlib.md5()
+        list(fasta.iter_raw_blocks(path, 4096, hasher=h1))
+        list(fasta.iter_record_blocks(path, hasher=h2))
+        assert h1.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert h2.hexdigest() == hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_open_input_closes_the_file_under_gzip(tmp_path):
+    gz = tmp_path / "in.fa.gz"
+    gz.write_bytes(gzip.compress(b">a\nACGT\n"))
+    for hasher in (None, hashlib.sha256()):
+        stream = fasta.open_input(gz, hasher)
+        raw = stream.fileobj
+        stream.close()
+        assert raw.closed
 
 
 # ---------------------------------------------------------------------------------------------- bad input

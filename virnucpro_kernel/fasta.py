@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import io
 import tempfile
 from dataclasses import dataclass, field
@@ -58,8 +59,13 @@ SRC_PAD = 3 * PAD
 # --------------------------------------------------------------------------------------------------
 
 
-def open_input(path) -> io.BufferedIOBase:
-    """Open a plain or gzip-compressed file for binary reading, with a clear error if that fails."""
+def open_input(path, hasher=None) -> io.BufferedIOBase:
+    """Open a plain or gzip-compressed file for binary reading, with a clear error if that fails.
+
+    ``hasher`` (a ``hashlib`` object, or anything with ``update``) is given every byte read from the file as
+    it is stored (the compressed bytes of a gzip file), so a reader that reads to the end hashes the file in
+    the same pass.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
@@ -70,9 +76,34 @@ def open_input(path) -> io.BufferedIOBase:
         magic = handle.peek(2)[:2] if hasattr(handle, "peek") else b""
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    if hasher is not None:
+        handle = io.BufferedReader(_Hashing(handle, hasher))
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=handle, mode="rb")
+        stream = gzip.GzipFile(fileobj=handle, mode="rb")
+        stream.myfileobj = handle  # closed with the GzipFile (it closes only files it opened itself)
+        return stream
     return handle
+
+
+class _Hashing(io.RawIOBase):
+    """A binary stream that passes every byte it reads from ``raw`` to ``hasher.update``."""
+
+    def __init__(self, raw, hasher):
+        self.raw, self.hasher = raw, hasher
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        if n:
+            self.hasher.update(memoryview(buffer)[:n])
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
 
 
 def _sniff(path, head: bytes) -> None:
@@ -274,14 +305,15 @@ def _read(handle, path, size: int = -1) -> bytes:
         raise InputError(path, f"cannot read: {exc}") from None
 
 
-def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, *, allow_empty: bool = False
+def iter_raw_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, *, hasher=None, allow_empty: bool = False
                     ) -> Iterator[RecordBlock]:
     """Stream ``path`` as RecordBlocks of about ``block_bytes`` input bytes each, cut at record boundaries.
 
     Raises InputError for unreadable, empty or non-FASTA input (an empty or blank file yields nothing if
-    ``allow_empty``). Records are not validated here.
+    ``allow_empty``). Records are not validated here. ``hasher`` is updated with every byte of the file as
+    stored (see :func:`open_input`): once the blocks are exhausted, it has hashed the whole file.
     """
-    handle = open_input(path)
+    handle = open_input(path, hasher)
     index = 0
     try:
         data = _read(handle, path, block_bytes)
@@ -505,14 +537,52 @@ class RecordValidator:
         return block
 
 
-def iter_record_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, validator: RecordValidator | None = None
-                       ) -> Iterator[RecordBlock]:
-    """Stream validated records (length-0 records removed, counted on the validator)."""
+def iter_record_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, validator: RecordValidator | None = None,
+                       hasher=None) -> Iterator[RecordBlock]:
+    """Stream validated records (length-0 records removed, counted on the validator); ``hasher`` as for
+    :func:`iter_raw_blocks`."""
     validator = validator or RecordValidator(path)
-    for block in iter_raw_blocks(path, block_bytes):
+    for block in iter_raw_blocks(path, block_bytes, hasher=hasher):
         block = validator.check(block)
         if len(block):
             yield block
+
+
+@dataclass(frozen=True)
+class InputSummary:
+    """An input file, validated, and its identity: the size and SHA-256 of its bytes as stored on disk (the
+    compressed bytes of a gzip file)."""
+
+    path: str
+    records: int  # empty ones included
+    empty_records: int
+    bases: int
+    size: int
+    sha256: str
+
+
+class _Counting:
+    """A hash that also counts the bytes it is given."""
+
+    def __init__(self, hasher):
+        self.hasher, self.size = hasher, 0
+
+    def update(self, data) -> None:
+        self.hasher.update(data)
+        self.size += memoryview(data).nbytes
+
+
+def scan(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> InputSummary:
+    """Validate the whole input as :class:`RecordValidator` does (alphabet, duplicate IDs, empty records) and
+    hash it, in one streaming pass: the file is read once. Bad input raises InputError naming the file and
+    the record."""
+    digest = _Counting(hashlib.sha256())
+    validator = RecordValidator(path)
+    bases = 0
+    for block in iter_raw_blocks(path, block_bytes, hasher=digest):
+        bases += int(validator.check(block).seq_len.sum())
+    return InputSummary(path=str(path), records=validator.records, empty_records=validator.empty_records,
+                        bases=bases, size=digest.size, sha256=digest.hasher.hexdigest())
 
 
 # --------------------------------------------------------------------------------------------------
