@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from conftest import EXAMPLES, GOLDEN
 from virnucpro_kernel import frames as F
 from virnucpro_kernel.errors import VirNucProError
-from virnucpro_kernel.fasta import RecordBlock, iter_record_blocks, read_fasta_pairs
+from virnucpro_kernel.fasta import DEFAULT_BLOCK_BYTES, RecordBlock, iter_record_blocks, read_fasta_pairs
 
 
 GOLDEN_CASES = [
@@ -39,7 +39,7 @@ def test_golden_files_reproduced(tmp_path, name, src, cs, chunked):
 EDGE_CASES = sorted(p.name for p in (GOLDEN / "edge").iterdir())
 
 
-@pytest.mark.parametrize("block_bytes", [F.DEFAULT_BLOCK_BYTES, 1000])
+@pytest.mark.parametrize("block_bytes", [DEFAULT_BLOCK_BYTES, 1000])
 @pytest.mark.parametrize("cs", F.CHUNK_SIZES)
 @pytest.mark.parametrize("case", EDGE_CASES)
 def test_edge_cases_byte_identical_to_the_original(tmp_path, case, cs, block_bytes):

@@ -3,15 +3,18 @@
 * :func:`open_input` opens plain or gzip-compressed input with one-line errors; :func:`iter_raw_blocks`
   streams it as :class:`RecordBlock` s, NumPy byte buffers cut at record boundaries, so memory stays flat
   however large the input is (a single record larger than a block makes that block larger, nothing else).
-  Input that is not FASTA is named for what it looks like (FASTQ, GenBank, binary).
-* :class:`RecordValidator` checks records as they stream past (nucleotide alphabet, duplicate IDs, empty
-  records); :func:`iter_record_blocks` streams validated records.
+  Input that is not FASTA is named for what it looks like (FASTQ, GenBank, binary). Both can hash every
+  byte they read, so a single pass also identifies the input.
+* :class:`RecordValidator` checks records as they stream past (nucleotide alphabet, duplicate IDs exactly,
+  empty records); :func:`iter_record_blocks` streams validated records; :func:`scan` validates a whole
+  input and returns its :class:`InputSummary` (counts, size, SHA-256) from one read of the file.
 * :func:`entry_headers` and :func:`fasta_text` write FASTA text for whole blocks of entries without a Python
   loop per record or output line.
 * :func:`read_fasta_pairs` reads a small file as ``(id, sequence)`` pairs.
 
-Records are read as the original VirNucPro reads them (Biopython, reference doc section 1): a record's ID is
-the first word of its header, its sequence the record's lines joined with whitespace removed.
+Records are read as the original VirNucPro reads them, through Biopython in text mode: CR, LF and CRLF all
+end a line; a record's ID is the first word of its header; its sequence is its lines joined, whitespace
+removed. A UTF-8 byte-order mark at the start of the input is skipped.
 """
 
 from __future__ import annotations

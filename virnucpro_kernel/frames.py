@@ -1,4 +1,5 @@
-"""Records -> chunks -> six frames -> the original's three files (reference doc sections 1-2).
+"""Records -> chunks -> six frames -> the original's three files, with the original's quirks (README,
+"Behaviour kept from the original").
 
 Two paths share one behaviour:
 
@@ -91,8 +92,12 @@ def check_chunk_size(chunk_size) -> int:
 def chunk_layout(lengths: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The original's chunks of sequences of the given lengths.
 
+    A sequence of length ``L`` has ``n = ceil(L / cs)`` chunks of ``cs`` bases (none if ``L = 0``), the last
+    one cut at the sequence end. The overlap ``R = n * cs - L`` is spread as if over ``n`` gaps, not ``n - 1``:
+    with ``q = R // n`` and ``m = R - q * (n - 1)``, chunk ``k`` starts ``q + 1`` bases earlier than
+    ``k * cs`` for each of the first ``m`` chunks before it and ``q`` for each other one.
     Returns ``(record, k, start, length)`` per chunk: the record's position in ``lengths``, the chunk's
-    0-based number, its start within the record and its length. Reference doc section 1.
+    0-based number, its start within the record and its length.
     """
     L = np.asarray(lengths, dtype=np.int64)
     cs = int(chunk_size)
@@ -355,7 +360,7 @@ def prepare(input_path, chunk_size: int, out_dir, block_bytes: int = DEFAULT_BLO
 
 
 def chunk_sequence_reference(seq: str, chunk_size: int) -> list[str]:
-    """The original's chunking of one sequence (reference doc section 1), written as the doc states it."""
+    """The original's chunking of one sequence, written plainly (see :func:`chunk_layout`)."""
     L = len(seq)
     if L == 0:
         return []
