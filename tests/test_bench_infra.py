@@ -14,6 +14,7 @@ import torch
 
 from virnucpro_kernel.bench import monitor, regression, schema, timing, workloads
 from virnucpro_kernel.errors import VirNucProError
+from virnucpro_kernel.fasta import read_fasta_pairs
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -69,7 +70,7 @@ def test_workload_matches_committed_checksum(tmp_path, name):
 
 
 def test_reads_are_windows_of_the_shipped_genomes_on_both_strands(tmp_path):
-    genomes = [seq for path in workloads.genome_files() for _, seq in workloads.read_fasta(path)]
+    genomes = [seq for path in workloads.genome_files() for _, seq in read_fasta_pairs(path)]
     info = workloads.write_workload("medium", tmp_path / "m.fa")
     _, seqs = _read_fa(tmp_path / "m.fa")
     forward = [any(s in g for g in genomes) for s in seqs[:200]]
@@ -86,18 +87,6 @@ def test_xl_is_streamed_in_blocks():
     second, _, _ = next(blocks)
     assert second == 1000
     blocks.close()
-
-
-def test_builtin_fasta_reader(tmp_path):
-    path = tmp_path / "x.fa"
-    path.write_text(">a desc here\nacgt\n\nTTGG\r\n>b\n>c x\nNNNA\n")
-    assert workloads.read_fasta(path, use_biopython=False) == [("a", "ACGTTTGG"), ("b", ""), ("c", "NNNA")]
-
-
-def test_builtin_fasta_reader_agrees_with_biopython():
-    pytest.importorskip("Bio")
-    for path in workloads.genome_files():
-        assert workloads.read_fasta(path, use_biopython=True) == workloads.read_fasta(path, use_biopython=False)
 
 
 # ---------------------------------------------------------------------------------------------- timing

@@ -86,7 +86,7 @@ def test_train_on_genbank_with_cds_filter(tmp_path):
     from Bio.SeqIO import write
     from Bio.SeqRecord import SeqRecord
 
-    from virnucpro_kernel.sequences import read_fasta_pairs
+    from virnucpro_kernel.fasta import read_fasta_pairs
 
     demo = ROOT / "virnucpro_kernel" / "data" / "demo"
     paths = {}

@@ -202,7 +202,7 @@ def test_oom_batches_are_split_and_retried(caplog):
 
     from virnucpro_kernel.engine import EngineOptions, FramePipeline
     from virnucpro_kernel.models.profiles import resolve_profile
-    from virnucpro_kernel.sequences import RecordBlock, iter_record_blocks
+    from virnucpro_kernel.fasta import RecordBlock, iter_record_blocks
 
     pipe = FramePipeline(resolve_profile("demo", 300), EngineOptions(chunk_size=300))
     records = RecordBlock.concat(list(iter_record_blocks(EXAMPLES / "refseq_viral_frames_298bp.fa")))

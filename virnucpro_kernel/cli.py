@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_prepare(args):
-    from .sequences import prepare
+    from .frames import prepare
 
     stats = prepare(args.input, args.chunk_size, args.out)
     print(f"{stats.records} records, {stats.bases:,} bp -> {stats.chunks} chunks, {stats.frames} frames "

@@ -15,24 +15,17 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 
-from .errors import VirNucProError
-from .sequences import RecordBlock, RecordValidator, iter_raw_blocks
+from .fasta import RecordBlock, RecordValidator, iter_raw_blocks
 
 log = logging.getLogger("virnucpro")
 
 DEFAULT_UNIT_RECORDS = 4096
-WORK_DIR = ".work"
 
 
 # ------------------------------------------------------------------------------------------ ranks

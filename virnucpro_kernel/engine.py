@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from .batching import PackedBatch, pack_by_tokens, pack_tokens
+from .fasta import RecordBlock
+from .frames import FrameBlock, chunk_block, frames_of_chunks
 from .models.esm2 import tokenize as esm_tokenize
-from .sequences import FrameBlock, RecordBlock, chunk_block, frames_of_chunks
 
 log = logging.getLogger("virnucpro")
 

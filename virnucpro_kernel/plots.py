@@ -122,7 +122,7 @@ def calls_per_record(sequences: pd.DataFrame | None, max_records: int = 40) -> g
 def chunk_positions(sequences: pd.DataFrame, chunk_size: int) -> pd.DataFrame:
     """Where each chunk lies in its record (the original's chunking): ``sequence_id, chunk`` (1-based),
     ``start``, ``length`` and ``mid_kb``, for every record of ``sequences``."""
-    from .sequences import chunk_layout
+    from .frames import chunk_layout
 
     rec, k, start, length = chunk_layout(sequences["length"].to_numpy(dtype=np.int64), chunk_size)
     return pd.DataFrame({"row": rec, "sequence_id": sequences["sequence_id"].to_numpy()[rec], "chunk": k + 1,

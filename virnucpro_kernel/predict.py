@@ -34,9 +34,10 @@ import numpy as np
 from . import __version__
 from .distributed import DEFAULT_UNIT_RECORDS, Coordinator, iter_units, now_stamp, rank_info
 from .errors import InputError, VirNucProError
+from .fasta import RecordValidator, iter_record_blocks, open_input, scan
+from .frames import FRAME_LABELS, check_chunk_size
 from .outputs import OutputWriter
 from .rundir import RunLock, check_out_folder, clear_run
-from .sequences import FRAME_LABELS, RecordValidator, check_chunk_size, iter_raw_blocks, iter_record_blocks, open_input
 from .units import check_resume, prepare_work_dir, read_unit, unit_ids, unit_path, write_unit
 
 log = logging.getLogger("virnucpro")
@@ -118,20 +119,13 @@ def check_input_file(path) -> None:
 
 def scan_input(path) -> dict:
     """Validate the whole input and take its SHA-256 in the same pass (bad input: one-line error)."""
-    import hashlib
-
     p = Path(path)
-    st = p.stat()
-    digest = hashlib.sha256()
-    validator = RecordValidator(path)
-    bases = 0
-    for block in iter_raw_blocks(path, digest=digest):
-        block = validator.check(block)
-        bases += int(block.seq_len.sum())
-    if validator.empty_records:
-        warnings.warn(f"{path}: skipped {validator.empty_records} record(s) of length 0", stacklevel=2)
-    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest(),
-            "records": validator.records, "empty_records": validator.empty_records, "bases": bases}
+    summary = scan(path)
+    if summary.empty_records:
+        warnings.warn(f"{path}: skipped {summary.empty_records} record(s) of length 0", stacklevel=2)
+    return {"path": str(p.resolve()), "size": summary.size, "mtime_ns": p.stat().st_mtime_ns,
+            "sha256": summary.sha256, "records": summary.records, "empty_records": summary.empty_records,
+            "bases": summary.bases}
 
 
 def _scan_from_launcher(path) -> dict | None:
@@ -319,7 +313,7 @@ def run(settings: PredictSettings, gpus: int) -> int:
     """One rank of a run (the only one without torchrun)."""
     import torch
 
-    from .engine import EngineOptions, FramePipeline, Prefetcher, default_dtype
+    from .engine import EngineOptions, FramePipeline, default_dtype
 
     t_process = _process_start()
     info = rank_info()

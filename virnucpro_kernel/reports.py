@@ -447,7 +447,7 @@ def viral_hits(pred: Prediction) -> pd.DataFrame | None:
 
 def input_records(input) -> pd.DataFrame:
     """ID and length of every non-empty record of a FASTA file, in input order."""
-    from .sequences import iter_record_blocks
+    from .fasta import iter_record_blocks
 
     ids, lengths = [], []
     for block in iter_record_blocks(repo_path(input)):

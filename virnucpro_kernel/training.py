@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, VirNucProError
-from .sequences import check_chunk_size
+from .frames import check_chunk_size
 
 log = logging.getLogger("virnucpro")
 
 
 def _is_genbank(path) -> bool:
-    from .sequences import open_input
+    from .fasta import open_input
 
     with open_input(path) as fh:
         head = fh.read(4096).lstrip()
@@ -33,7 +33,7 @@ def _genbank_to_fasta(path, tmpdir: Path) -> tuple[Path, dict[str, list[str]]]:
     """A FASTA copy of a GenBank file and each record's CDS translations."""
     from Bio import SeqIO
 
-    from .sequences import open_input
+    from .fasta import open_input
 
     fasta = tmpdir / (Path(path).name + ".fa")
     cds: dict[str, list[str]] = {}
@@ -52,7 +52,7 @@ def _genbank_to_fasta(path, tmpdir: Path) -> tuple[Path, dict[str, list[str]]]:
 def featurize(path, pipeline, unit_records: int = 4096):
     """Features of every frame of ``path`` (in input order) and each frame's (record ID, protein)."""
     from .distributed import iter_units
-    from .sequences import RecordValidator
+    from .fasta import RecordValidator
 
     feats, keys = [], []
     for unit, records in iter_units(path, unit_records, RecordValidator(path)):

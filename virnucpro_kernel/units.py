@@ -33,7 +33,7 @@ def unit_path(work: Path, unit: int) -> Path:
 
 def write_unit(work: Path, result) -> Path:
     """Store a finished unit (an ``engine.UnitResult``) atomically: the file exists only complete."""
-    from .sequences import gather
+    from .fasta import gather
 
     result.wait()
     recs = result.records

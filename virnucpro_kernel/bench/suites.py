@@ -92,7 +92,8 @@ class Context:
 
 def frame_stats(path, chunk_size) -> dict:
     """Frames and ESM-2 tokens of a FASTA file (the workload's size in the units that cost GPU time)."""
-    from ..sequences import chunk_block, frames_of_chunks, iter_record_blocks
+    from ..fasta import iter_record_blocks
+    from ..frames import chunk_block, frames_of_chunks
 
     frames = tokens = chunks = 0
     for block in iter_record_blocks(path):
@@ -118,7 +119,7 @@ def subsample_reads(path: Path, n: int, dst: Path) -> Path:
 
 
 def suite_prepare(ctx: Context) -> dict:
-    from ..sequences import prepare, prepare_reference
+    from ..frames import prepare, prepare_reference
 
     path, workload = ctx.workload()
     result = schema.new_result("prepare", ctx.command, workload=workload)
@@ -185,7 +186,7 @@ def suite_encoders(ctx: Context) -> dict:
 
 def _prepared_units(pipeline, path, unit_records=4096):
     from ..distributed import iter_units
-    from ..sequences import RecordValidator
+    from ..fasta import RecordValidator
 
     return [pipeline.prepare(u, r) for u, r in iter_units(path, unit_records, RecordValidator(path))]
 
@@ -194,7 +195,7 @@ def _run_stream(pipeline, path, unit_records=4096):
     """The predict loop without the files: prefetch thread preparing units while the device runs them."""
     from ..distributed import iter_units
     from ..engine import Prefetcher
-    from ..sequences import RecordValidator
+    from ..fasta import RecordValidator
 
     def produce():
         for u, r in iter_units(path, unit_records, RecordValidator(path)):
@@ -209,7 +210,8 @@ def reference_features(profile, path, chunk_size, device, max_frames=None):
     length-sorted batches of at most 4,096 tokens, as the original runs them. Returns (features, tokens)."""
     from ..batching import pack_by_tokens, pack_tokens
     from ..models.esm2 import tokenize as esm_tokenize
-    from ..sequences import chunk_block, frames_of_chunks, iter_record_blocks
+    from ..fasta import iter_record_blocks
+    from ..frames import chunk_block, frames_of_chunks
 
     dnabert, esm, _ = profile.load(device=device, dtype=torch.float32, attention="reference", compile=False)
     nucs, prots = [], []

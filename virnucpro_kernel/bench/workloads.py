@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import VirNucProError
+from ..fasta import read_fasta_pairs
 
 PRESETS_FILE = Path(__file__).with_name("workloads.json")
 GENOME_DIR = Path(__file__).resolve().parent.parent / "data" / "examples"
@@ -32,40 +33,6 @@ DEFAULT_CHUNK_READS = 65_536
 _COMPLEMENT = np.arange(256, dtype=np.uint8)
 for _a, _b in zip(b"ACGTRYKMBVDHSWN", b"TGCAYRMKVBHDSWN"):
     _COMPLEMENT[_a] = _b
-
-
-# ----------------------------------------------------------------------------------------------- FASTA
-def _read_fasta_builtin(path: Path) -> Iterator[tuple[str, str]]:
-    """Minimal FASTA reader: record id is the header up to the first whitespace; sequence lines joined."""
-    rid, parts = None, []
-    with open(path, "r", encoding="ascii", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith(">"):
-                if rid is not None:
-                    yield rid, "".join(parts)
-                header = line[1:].split(None, 1)
-                rid, parts = (header[0] if header else ""), []
-            elif rid is not None:
-                parts.append(line)
-    if rid is not None:
-        yield rid, "".join(parts)
-
-
-def read_fasta(path, use_biopython: bool | None = None) -> list[tuple[str, str]]:
-    """(id, upper-case sequence) pairs of a FASTA file; Biopython when importable, else a built-in reader."""
-    path = Path(path)
-    if use_biopython is None or use_biopython:
-        try:
-            from Bio import SeqIO  # optional: absent on the GPU machine
-        except ImportError:
-            if use_biopython:
-                raise
-        else:
-            return [(rec.id, str(rec.seq).upper()) for rec in SeqIO.parse(str(path), "fasta")]
-    return [(rid, seq.upper()) for rid, seq in _read_fasta_builtin(path)]
 
 
 # --------------------------------------------------------------------------------------------- presets
@@ -98,9 +65,9 @@ def _genome_array() -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
     """All genomes concatenated as uint8 bytes, their names and start offsets."""
     names, seqs = [], []
     for path in genome_files():
-        for rid, seq in read_fasta(path):
+        for rid, seq in read_fasta_pairs(path):
             names.append(f"{path.name}:{rid}")
-            seqs.append(seq.encode("ascii"))
+            seqs.append(seq.upper().encode("ascii"))
     offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(s) for s in seqs])
     return np.frombuffer(b"".join(seqs), dtype=np.uint8), tuple(names), offsets
