@@ -358,6 +358,174 @@ def test_unknown_checkpoint_locations(tmp_path):
         ESM2Encoder.from_pretrained(tmp_path)
 
 
+def edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("what, name", [("esm2", "esm2_tiny"), ("dnabert", "dnabert_s_tiny")])
+def test_config_with_ten_million_layers_is_refused_with_little_memory(tmp_path, what, name):
+    from test_classifier import load_in_child
+
+    folder = edit_config(copy_fixture(tmp_path, name), num_hidden_layers=10_000_000)
+    result = load_in_child(what, folder, FIXTURES / name)
+    assert result["is_checkpoint_error"], result
+    message = result["message"]
+    assert str(folder / "config.json") in message and "num_hidden_layers" in message and "10000000" in message
+    assert "\n" not in message
+    assert result["peak_increase"] < 32 << 20, result  # nothing was built per layer
+
+
+@pytest.mark.parametrize("cls, name", [(ESM2Encoder, "esm2_tiny"), (DNABERTSEncoder, "dnabert_s_tiny")])
+def test_config_layer_count_is_checked_against_the_weights(tmp_path, cls, name):
+    folder = copy_fixture(tmp_path, name)
+    layers = json.loads((folder / "config.json").read_text())["num_hidden_layers"]
+    edit_config(folder, num_hidden_layers=200)
+    with pytest.raises(CheckpointError, match=rf"config\.json says 200 layers but the weights hold {layers} "):
+        cls.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"hidden_size": "64"}, r"field 'hidden_size' is '64', not an integer"),
+    ({"hidden_size": 1 << 20}, r"field 'hidden_size' is 1048576, outside the supported range"),
+    ({"num_attention_heads": 0}, r"field 'num_attention_heads' is 0, outside"),
+    ({"intermediate_size": -1}, r"field 'intermediate_size' is -1, outside"),
+    ({"vocab_size": 20}, r"field 'vocab_size' is 20, outside"),  # the alphabet has 33 tokens
+    ({"vocab_size": 1 << 30}, r"field 'vocab_size' is 1073741824, outside"),
+    ({"layer_norm_eps": float("nan")}, r"field 'layer_norm_eps' is nan, not a finite number"),
+    ({"layer_norm_eps": -1.0}, r"field 'layer_norm_eps' is -1.0, not a finite number"),
+    ({"token_dropout": "yes"}, r"field 'token_dropout' is 'yes', not true or false"),
+    ({"num_hidden_layers": 256, "hidden_size": 32768, "num_attention_heads": 256, "intermediate_size": 131072},
+     r"describes \d\.\d+e\+12 parameters"),
+])
+def test_esm_config_fields_are_checked(tmp_path, changes, match):
+    folder = edit_config(copy_fixture(tmp_path, "esm2_tiny"), **changes)
+    with pytest.raises(CheckpointError, match=match) as info:
+        ESM2Encoder.from_pretrained(folder)
+    assert str(folder / "config.json") in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"num_hidden_layers": 2.5}, r"field 'num_hidden_layers' is 2\.5, not an integer"),
+    ({"type_vocab_size": 0}, r"field 'type_vocab_size' is 0, outside"),
+    ({"vocab_size": 100}, r"vocab_size 100 is smaller than the tokenizer's 4096 tokens"),
+    ({"layer_norm_eps": "1e-12"}, r"field 'layer_norm_eps' is '1e-12', not a number"),
+])
+def test_dnabert_config_fields_are_checked(tmp_path, changes, match):
+    folder = edit_config(copy_fixture(tmp_path, "dnabert_s_tiny"), **changes)
+    with pytest.raises(CheckpointError, match=match) as info:
+        DNABERTSEncoder.from_pretrained(folder)
+    assert str(folder / "config.json") in str(info.value)
+
+
+def test_unreadable_configs_are_checkpoint_errors(tmp_path):
+    folder = copy_fixture(tmp_path, "esm2_tiny")
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError in json
+    with pytest.raises(CheckpointError, match="not a readable JSON config"):
+        ESM2Encoder.from_pretrained(folder)
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="not an object"):
+        ESM2Encoder.from_pretrained(folder)
+    (folder / "config.json").write_text(" " * (2 << 20) + "{}")
+    with pytest.raises(CheckpointError, match="more than the 1048576 bytes"):
+        ESM2Encoder.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("value, match", [(float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"),
+                                          (1e38, "magnitude 1e\\+38")])
+def test_encoder_weights_must_be_finite_and_sane(tmp_path, value, match):
+    folder = copy_fixture(tmp_path, "esm2_tiny")
+    state = load_file(folder / "model.safetensors")
+    state["esm.encoder.layer.2.output.dense.weight"][7, 3] = value
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=rf"model\.safetensors: weight 'esm\.encoder\.layer\.2\.output\.dense"
+                                              rf"\.weight' holds .*{match}"):
+        ESM2Encoder.from_pretrained(folder)
+    folder = copy_fixture(tmp_path / "dna", "dnabert_s_tiny")
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    state["encoder.layer.1.mlp.wo.weight"][0, 0] = value
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=rf"pytorch_model\.bin: weight 'encoder\.layer\.1\.mlp\.wo\.weight' "
+                                              rf"holds .*{match}"):
+        DNABERTSEncoder.from_pretrained(folder)
+
+
+def test_weights_that_overflow_the_target_dtype_are_refused(tmp_path):
+    folder = copy_fixture(tmp_path, "esm2_tiny")
+    state = load_file(folder / "model.safetensors")
+    state["esm.encoder.layer.0.intermediate.dense.weight"][0, 0] = 1e5  # fine in float32, inf in float16
+    save_file(state, folder / "model.safetensors")
+    ESM2Encoder.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match=r"intermediate\.dense\.weight' holds NaN or infinite values"):
+        ESM2Encoder.from_pretrained(folder, dtype=torch.float16)
+
+
+class Reduce:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def test_weights_file_calling_set_on_a_tensor_is_refused(tmp_path):
+    # torch's weights-only unpickler allows set(); over a tensor it makes one object per element
+    folder = copy_fixture(tmp_path, "dnabert_s_tiny")
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    state["payload"] = Reduce(set, torch.zeros(1 << 16))
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(UnsafeCheckpointError, match=r"pytorch_model\.bin: refusing to load: the checkpoint imports "
+                                                    r"builtins\.set"):
+        DNABERTSEncoder.from_pretrained(folder)
+
+
+def test_weights_file_with_a_compressed_member_is_refused(tmp_path):
+    import zipfile as zf
+
+    folder = copy_fixture(tmp_path, "dnabert_s_tiny")
+    source = FIXTURES / "dnabert_s_tiny" / "pytorch_model.bin"
+    with zf.ZipFile(source) as src, zf.ZipFile(folder / "pytorch_model.bin", "w") as dst:
+        for item in src.infolist():
+            kind = zf.ZIP_DEFLATED if item.filename.endswith("/data/0") else zf.ZIP_STORED
+            dst.writestr(item.filename, src.read(item), compress_type=kind)
+    with pytest.raises(CheckpointError, match=r"member pytorch_model/data/0 is stored compressed"):
+        DNABERTSEncoder.from_pretrained(folder)
+
+
+def test_weights_file_whose_tensors_view_one_storage_many_times_is_refused(tmp_path):
+    folder = copy_fixture(tmp_path, "dnabert_s_tiny")
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    big = torch.zeros(1 << 18)
+    for i in range(40):  # 40 views of one 1-MiB storage in a 3-MiB file
+        state[f"cls.view{i}"] = big[1:]
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"its tensors view \d+ bytes, more than 2 times the file's"):
+        DNABERTSEncoder.from_pretrained(folder)
+
+
+def test_deeply_nested_weights_pickle_is_refused(tmp_path):
+    folder = copy_fixture(tmp_path, "dnabert_s_tiny")
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    nested = ()
+    for _ in range(200):
+        nested = (nested,)
+    state["deep"] = nested
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="nested deeper than 64 levels"):
+        DNABERTSEncoder.from_pretrained(folder)
+
+
+def test_shard_index_may_only_name_files_beside_it(tmp_path):
+    folder = copy_fixture(tmp_path, "esm2_tiny")
+    (folder / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"esm.embeddings.word_embeddings.weight": "../elsewhere.safetensors"}}))
+    with pytest.raises(CheckpointError, match="is not a file name in the same folder"):
+        ESM2Encoder.from_pretrained(folder)
+
+
 # -- the benchmark, tiny, on the CPU --------------------------------------------------------------
 
 

@@ -10,20 +10,23 @@ state-dict keys match the published checkpoints.
 
 Checkpoints. The published ``300_model.pth`` / ``500_model.pth`` are whole pickled ``__main__.MLPClassifier``
 modules in torch's zip format. :func:`load_classifier` never unpickles them with a general unpickler:
-it opens the zip itself and reads ``data.pkl`` with :class:`_RestrictedUnpickler`, whose ``find_class``
-resolves only an allowlist (:data:`ALLOWED_GLOBALS`) to inert stand-ins or to our own tensor
-rebuilders, and whose ``persistent_load`` reads tensor storages as raw bytes from the zip. Any other
-global (``posix.system``, ``builtins.eval``, ``subprocess.Popen``, ...) raises
-:class:`~virnucpro_kernel.errors.UnsafeCheckpointError` at the moment the pickle names it, before
-anything could call it. The parameters and buffers found are then copied into a fresh
-:class:`MLPClassifier`. Our own format is safetensors (:func:`save_classifier`), with the shapes and
-the training/provenance metadata in the header.
+it checks the zip's structure (members stored, inside the file, ``data.pkl`` at most 1 MiB), scans
+``data.pkl`` without running it (the globals it names, how deeply it nests), and reads it with
+:class:`_RestrictedUnpickler`, whose ``find_class`` resolves only an allowlist (:data:`ALLOWED_GLOBALS`)
+to inert stand-ins or to our own tensor rebuilders, and whose ``persistent_load`` reads each tensor
+storage once, as raw bytes from the zip. Any other global (``posix.system``, ``builtins.eval``,
+``subprocess.Popen``, ...) raises :class:`~virnucpro_kernel.errors.UnsafeCheckpointError` before
+anything could call it. The parameters and buffers found are checked (shapes, finite values of sane
+magnitude, a non-negative running variance, a BatchNorm eps in [1e-12, 1)) and become the weights of
+an :class:`MLPClassifier`. Our own format is safetensors (:func:`save_classifier`), with the shapes and
+the training/provenance metadata in the header, checked the same way. Loading takes at most a few
+times the file's tensor bytes (the published files: about 1.3x).
 """
 
 from __future__ import annotations
 
-import _compat_pickle
 import collections
+import functools
 import hashlib
 import io
 import json
@@ -33,8 +36,8 @@ import pickle
 import random
 import re
 import struct
+import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -44,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, UnsafeCheckpointError, VirNucProError
+from . import checkpoints
 
 FORMAT_NAME = "virnucpro-classifier"
 FORMAT_VERSION = 1
@@ -119,6 +123,20 @@ class MLPClassifier(nn.Module):
 # Safe reading of the published pickled checkpoints
 # --------------------------------------------------------------------------------------------------
 
+# Why not torch.load(weights_only=True) with safe_globals: it cannot bound memory before it allocates.
+# It inflates data.pkl and each storage whole, as large as the zip declares them; its allowlist lets a
+# pickle call set() and other builtins on a tensor (one Python object per element); and the published
+# files are whole pickled modules (``__main__.MLPClassifier``) it would have to build. This reader checks
+# the archive first (checkpoints.open_torch_zip: members stored, inside the file, data.pkl small), scans
+# the pickle without running it (checkpoints.scan_pickle: globals, nesting depth), then unpickles with
+# inert stand-ins, reading each storage once and counting every byte it copies out of them.
+
+_MAX_PICKLE_BYTES = 1 << 20  # a classifier's data.pkl is ~2.3 KB
+_MAX_MODULE_DEPTH = 8  # MLPClassifier -> Linear: 2 levels
+_MAX_DIMS = 8
+_MIN_BN_EPS = 1e-12  # below ~1e-38 eps vanishes next to a float32 variance: a zero variance divides by 0
+_MAX_CHUNK_SIZE = 1 << 20
+
 
 class _PickledObject:
     """Inert stand-in for an allowlisted class found in a pickle: it only records its state.
@@ -134,6 +152,8 @@ class _PickledObject:
 
     def __setstate__(self, state):
         if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+            if not all(part is None or isinstance(part, dict) for part in state):
+                raise pickle.UnpicklingError(f"malformed state of a pickled {self.qualname}")
             merged = dict(state[0] or {})
             merged.update(state[1] or {})
             state = merged
@@ -207,25 +227,61 @@ class _Rebuilder(_Frozen):
         return self.name
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    """Our own version of ``torch._utils._rebuild_tensor_v2``: a strided view on a flat storage, copied."""
+class _Budget:
+    """Bytes one load may still copy out of storages (tensors that are not a whole storage)."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int):
+        self.limit, self.used = int(limit), 0
+
+    def take(self, nbytes: int) -> None:
+        if self.used + nbytes > self.limit:
+            raise pickle.UnpicklingError(
+                f"its tensors would copy more than {self.limit} bytes out of the storages (twice the file's "
+                f"tensor bytes): a storage rebuilt over and over"
+            )
+        self.used += nbytes
+
+
+def _int_tuple(value, what: str) -> tuple:
+    if not isinstance(value, tuple) or len(value) > _MAX_DIMS or any(type(v) is not int or v < 0 for v in value):
+        raise pickle.UnpicklingError(f"bad tensor {what}: {checkpoints._short(value)}")
+    return value
+
+
+def _contiguous_strides(size: tuple) -> tuple:
+    strides, step = [], 1
+    for n in reversed(size):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None,
+                       *, budget: _Budget):
+    """Our own version of ``torch._utils._rebuild_tensor_v2``: a tensor on a flat storage. A tensor that is
+    the whole storage (all the published files hold) is a view of it, nothing copied; any other is
+    copied out, each copy counted against ``budget``."""
     if not isinstance(storage, torch.Tensor) or storage.dim() != 1:
         raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
-    size = tuple(int(s) for s in size)
-    stride = tuple(int(s) for s in stride)
-    offset = int(storage_offset)
-    if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
-        raise pickle.UnpicklingError(f"bad tensor geometry: size {size}, stride {stride}, offset {offset}")
-    if math.prod(size) > storage.numel():  # only expanded (stride-0) views exceed their storage
+    size, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
+    if type(storage_offset) is not int or storage_offset < 0 or len(size) != len(stride):
+        raise pickle.UnpicklingError(f"bad tensor geometry: size {size}, stride {stride}, offset {storage_offset!r:.40}")
+    numel = math.prod(size)
+    if numel > storage.numel():  # only expanded (stride-0) views exceed their storage
         raise pickle.UnpicklingError(f"tensor of size {list(size)} is larger than its storage")
-    if all(s > 0 for s in size):
-        extent = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1
-        if extent > storage.numel():
-            raise pickle.UnpicklingError(
-                f"tensor of size {list(size)} reaches element {extent} of a storage of {storage.numel()}"
-            )
-        return torch.as_strided(storage, size, stride, offset).clone()
-    return torch.empty(size, dtype=storage.dtype)
+    if numel == 0:
+        return torch.empty(size, dtype=storage.dtype)
+    extent = storage_offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1
+    if extent > storage.numel():
+        raise pickle.UnpicklingError(
+            f"tensor of size {list(size)} reaches element {extent} of a storage of {storage.numel()}"
+        )
+    if storage_offset == 0 and numel == storage.numel() and stride == _contiguous_strides(size):
+        return storage.view(size)
+    budget.take(numel * storage.element_size())
+    return torch.as_strided(storage, size, stride, storage_offset).clone()
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
@@ -238,6 +294,23 @@ def _rebuild_parameter_with_state(data, requires_grad=False, backward_hooks=None
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
 
+def _string_set(items=()):
+    """What ``builtins.set`` resolves to: a set of a few short names (a module's
+    ``_non_persistent_buffers_set``), never of a tensor's elements or anything else iterable."""
+    if not isinstance(items, (list, tuple)) or len(items) > 256 or not all(
+        isinstance(item, str) and len(item) <= 256 for item in items
+    ):
+        raise pickle.UnpicklingError(f"set() of {checkpoints._short(items)}: only a short list of names is allowed")
+    return set(items)
+
+
+def _empty_ordered_dict(*args, **kwargs):
+    """What ``collections.OrderedDict`` resolves to: an empty one (torch.save fills it item by item)."""
+    if args or kwargs:
+        raise pickle.UnpicklingError("OrderedDict() called with arguments")
+    return collections.OrderedDict()
+
+
 _MODULE_CLASSES = (
     "__main__.MLPClassifier",
     "virnucpro_kernel.models.classifier.MLPClassifier",
@@ -247,14 +320,17 @@ _MODULE_CLASSES = (
     "torch.nn.modules.activation.ReLU",
 )
 
+_TENSOR_REBUILDER = "torch._utils._rebuild_tensor_v2"
+
 #: Every global a classifier checkpoint may name, and what it resolves to. Nothing here runs code from the
 #: file: module classes become inert stand-ins, storages become dtype tags, tensors are rebuilt by our
-#: own functions above, and ``OrderedDict``/``set`` only build containers. None of these objects can be
-#: altered by a pickle (immutable types, or :class:`_Frozen`; BUILD on a stand-in class fails).
+#: own functions above (``_rebuild_tensor_v2`` bound to each load's byte budget), ``OrderedDict`` only
+#: makes an empty one and ``set`` only a set of a few names. None of these objects can be altered by a
+#: pickle (:class:`_Frozen`; BUILD on a stand-in class fails).
 ALLOWED_GLOBALS: dict[str, Any] = {
     **{name: _stand_in(name) for name in _MODULE_CLASSES},
-    "collections.OrderedDict": collections.OrderedDict,
-    "builtins.set": set,  # protocol 2 pickles write it as __builtin__.set (see _python3_name)
+    "collections.OrderedDict": _Rebuilder("collections.OrderedDict", _empty_ordered_dict),
+    "builtins.set": _Rebuilder("builtins.set", _string_set),  # protocol 2 writes __builtin__.set (python3_name)
     **{
         f"torch._utils.{fn.__name__}": _Rebuilder(f"torch._utils.{fn.__name__}", fn)
         for fn in (_rebuild_tensor_v2, _rebuild_parameter, _rebuild_parameter_with_state)
@@ -262,28 +338,24 @@ ALLOWED_GLOBALS: dict[str, Any] = {
     **{f"torch.{name}": _StorageType(name) for name in _STORAGE_DTYPES},
 }
 
-
-def _python3_name(module: str, name: str) -> str:
-    """The dotted name a standard unpickler would import: Python 2 names (protocol <= 2 pickles write
-    ``__builtin__.eval``, ``commands.check_call``) are mapped as ``pickle``'s ``fix_imports`` does."""
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-    elif module in _compat_pickle.IMPORT_MAPPING:
-        module = _compat_pickle.IMPORT_MAPPING[module]
-    return f"{module}.{name}"
+_python3_name = checkpoints.python3_name
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler for torch's ``data.pkl``: allowlisted globals only, storages read from the zip as bytes."""
 
-    def __init__(self, data: bytes, path: Path, load_storage: Callable[[_StorageType, str, int], torch.Tensor]):
+    def __init__(self, data: bytes, path: Path, load_storage: Callable[[_StorageType, str, int], torch.Tensor],
+                 budget: _Budget):
         super().__init__(io.BytesIO(data))
         self._path = path
         self._load_storage = load_storage
         self._storages: dict[str, torch.Tensor] = {}
+        self._rebuild_tensor = _Rebuilder(_TENSOR_REBUILDER, functools.partial(_rebuild_tensor_v2, budget=budget))
 
     def find_class(self, module, name):  # GLOBAL, STACK_GLOBAL, INST, OBJ and EXT* all come here
         qualname = _python3_name(module, name)
+        if qualname == _TENSOR_REBUILDER:
+            return self._rebuild_tensor
         try:
             return ALLOWED_GLOBALS[qualname]
         except KeyError:
@@ -297,79 +369,94 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or len(pid) != 5:
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
+            raise pickle.UnpicklingError(f"unexpected persistent id {checkpoints._short(pid)}")
         typename, storage_type, key, location, numel = pid
         if isinstance(typename, bytes):
-            typename = typename.decode("ascii")
-        if typename != "storage" or not isinstance(storage_type, _StorageType) or not isinstance(key, str):
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
-        if key not in self._storages:
-            self._storages[key] = self._load_storage(storage_type, key, int(numel))
+            typename = typename.decode("ascii", "replace")
+        if (typename != "storage" or not isinstance(storage_type, _StorageType) or not isinstance(key, str)
+                or not re.fullmatch(r"[A-Za-z0-9_]{1,64}", key) or type(numel) is not int or numel < 0):
+            raise pickle.UnpicklingError(f"unexpected persistent id {checkpoints._short(pid)}")
+        if key not in self._storages:  # each storage is read once, however many tensors use it
+            self._storages[key] = self._load_storage(storage_type, key, numel)
         storage = self._storages[key]
         if storage.dtype != storage_type.torch_dtype:
             raise pickle.UnpicklingError(f"storage {key} used with two dtypes")
         return storage
 
 
-_MAX_STORAGE_BYTES = 1 << 32  # 4 GiB: far above any classifier; stops a zip member claiming absurd sizes
-
-
 def _read_torch_zip(path: Path) -> Any:
-    """Unpickle ``data.pkl`` of a torch zip checkpoint with :class:`_RestrictedUnpickler`."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_one_line(exc)})") from None
+    """Unpickle ``data.pkl`` of a torch zip checkpoint with :class:`_RestrictedUnpickler`.
+
+    Memory: each storage is read once, in 1-MiB pieces, into a tensor of its own size (the members'
+    sizes are checked against the archive first), and copies out of storages are limited to twice the
+    storages' bytes; so a load takes at most ~3x the file's tensor bytes, plus a pickle of 1 MiB."""
+    zf, prefix = checkpoints.open_torch_zip(path, _MAX_PICKLE_BYTES)
     with zf:
-        names = zf.namelist()
-        pkl = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
-        if len(pkl) != 1:
-            raise CheckpointError(f"{path}: not a torch zip checkpoint (no single <archive>/data.pkl in it)")
-        prefix = pkl[0][: -len("data.pkl")]
+        infos = {info.filename: info for info in zf.infolist()}
+        storage_bytes = sum(i.file_size for n, i in infos.items() if n.startswith(prefix + "data/"))
+        budget = _Budget(2 * storage_bytes + (1 << 16))
         byteorder = "little"
-        if prefix + "byteorder" in names:
+        if prefix + "byteorder" in infos:
+            if infos[prefix + "byteorder"].file_size > 16:
+                raise CheckpointError(f"{path}: malformed byteorder record")
             byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
                 raise CheckpointError(f"{path}: unknown byte order {byteorder!r}")
 
         def load_storage(storage_type: _StorageType, key: str, numel: int) -> torch.Tensor:
             member = f"{prefix}data/{key}"
-            try:
-                info = zf.getinfo(member)
-            except KeyError:
-                raise pickle.UnpicklingError(f"storage {key} is missing from the archive") from None
+            info = infos.get(member)
+            if info is None:
+                raise pickle.UnpicklingError(f"storage {key} is missing from the archive")
             itemsize = np.dtype(storage_type.numpy_dtype).itemsize
-            if numel < 0 or numel * itemsize > _MAX_STORAGE_BYTES or info.file_size != numel * itemsize:
+            if info.file_size != numel * itemsize:
                 raise pickle.UnpicklingError(
                     f"storage {key}: {info.file_size} bytes for {numel} elements of {storage_type.name}"
                 )
-            raw = zf.read(member)
-            ndt = np.dtype(storage_type.numpy_dtype).newbyteorder("<" if byteorder == "little" else ">")
-            arr = np.frombuffer(raw, dtype=ndt).astype(np.dtype(storage_type.numpy_dtype).newbyteorder("="))
-            tensor = torch.from_numpy(arr.copy())
-            if storage_type.torch_dtype is torch.bfloat16:
-                tensor = tensor.view(torch.int16).view(torch.bfloat16)
-            return tensor
+            raw = torch.empty(info.file_size, dtype=torch.uint8)
+            buffer = raw.numpy()
+            with zf.open(info) as fh:
+                got = 0
+                while got < info.file_size:
+                    piece = fh.read(min(1 << 20, info.file_size - got))
+                    if not piece:
+                        raise pickle.UnpicklingError(f"storage {key} is truncated")
+                    buffer[got: got + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+                    got += len(piece)
+            if byteorder != sys.byteorder and itemsize > 1:
+                buffer.view(storage_type.numpy_dtype).byteswap(inplace=True)
+            return raw.view(storage_type.torch_dtype)
 
         try:
-            data = zf.read(pkl[0])
-            return _RestrictedUnpickler(data, path, load_storage).load()
-        except UnsafeCheckpointError:
+            data = zf.read(prefix + "data.pkl")
+        except Exception as exc:  # bad CRC, truncated member
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_one_line(exc)})") from None
+        checkpoints.scan_pickle(data, path, ALLOWED_GLOBALS, "a classifier checkpoint")
+        try:
+            return _RestrictedUnpickler(data, path, load_storage, budget).load()
+        except CheckpointError:
             raise
-        except Exception as exc:  # malformed pickle, truncated member, bad CRC, ...
+        except (Exception, RecursionError, MemoryError) as exc:  # malformed pickle, truncated member, bad CRC, ...
             raise CheckpointError(f"{path}: malformed torch checkpoint ({_one_line(exc)})") from None
 
 
-def _module_state_dict(obj: _PickledObject, path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+def _module_state_dict(obj: _PickledObject, path: Path, prefix: str = "", depth: int = 0) -> dict[str, torch.Tensor]:
     """Flatten a pickled nn.Module stand-in into ``{dotted.name: tensor}`` like ``Module.state_dict``."""
+    if depth > _MAX_MODULE_DEPTH:
+        raise CheckpointError(f"{path}: modules nested deeper than {_MAX_MODULE_DEPTH} levels ({prefix[:80]}...)")
     state = getattr(obj, "state", None)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: pickled module {obj.qualname} has no state")
     out: dict[str, torch.Tensor] = {}
-    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    non_persistent = state.get("_non_persistent_buffers_set")
+    if non_persistent is None:
+        non_persistent = set()
+    if not isinstance(non_persistent, (set, frozenset)):
+        raise CheckpointError(f"{path}: pickled module {obj.qualname} has a malformed _non_persistent_buffers_set")
     for field in ("_parameters", "_buffers"):
-        entries = state.get(field) or {}
-        if not isinstance(entries, dict):
+        entries = state.get(field)
+        entries = {} if entries is None else entries
+        if not isinstance(entries, dict) or not all(isinstance(k, str) for k in entries):
             raise CheckpointError(f"{path}: pickled module {obj.qualname} has a malformed {field}")
         for name, value in entries.items():
             if value is None or (field == "_buffers" and name in non_persistent):
@@ -377,35 +464,47 @@ def _module_state_dict(obj: _PickledObject, path: Path, prefix: str = "") -> dic
             if not isinstance(value, torch.Tensor):
                 raise CheckpointError(f"{path}: {prefix}{name} is not a tensor")
             out[f"{prefix}{name}"] = value
-    modules = state.get("_modules") or {}
-    if not isinstance(modules, dict):
+    modules = state.get("_modules")
+    modules = {} if modules is None else modules
+    if not isinstance(modules, dict) or not all(isinstance(k, str) for k in modules):
         raise CheckpointError(f"{path}: pickled module {obj.qualname} has malformed submodules")
     for name, sub in modules.items():
         if sub is None:
             continue
         if not isinstance(sub, _PickledObject):
             raise CheckpointError(f"{path}: submodule {prefix}{name} is not a module")
-        out.update(_module_state_dict(sub, path, f"{prefix}{name}."))
+        out.update(_module_state_dict(sub, path, f"{prefix}{name}.", depth + 1))
     return out
 
 
-def _extract_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def _check_eps(value, path: Path, what: str) -> float:
+    """A BatchNorm eps: a finite number in [1e-12, 1). NaN gives NaN scores, a negative one NaN where a
+    variance is small, a string a crash in the middle of a run."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckpointError(f"{path}: {what} is {checkpoints._short(value)}, not a number")
+    eps = float(value)
+    if not (math.isfinite(eps) and _MIN_BN_EPS <= eps < 1):
+        raise CheckpointError(f"{path}: {what} is {eps!r}; a BatchNorm eps must be a finite number in "
+                              f"[{_MIN_BN_EPS:g}, 1)")
+    return eps
+
+
+def _extract_state_dict(obj: Any, path: Path, depth: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
     """Find the classifier's tensors in what the pickle held: a whole module or a (nested) state dict."""
     if isinstance(obj, _PickledObject):
         sd = _module_state_dict(obj, path)
         extra = {}
-        bn = obj.state.get("_modules", {}).get("bn1") if isinstance(obj.state, dict) else None
-        if isinstance(bn, _PickledObject) and isinstance(bn.state, dict):
-            eps = bn.state.get("eps")
-            if isinstance(eps, float) and 0 < eps < 1:
-                extra["bn_eps"] = eps
+        modules = obj.state.get("_modules")
+        bn = modules.get("bn1") if isinstance(modules, dict) else None
+        if isinstance(bn, _PickledObject) and isinstance(bn.state, dict) and "eps" in bn.state:
+            extra["bn_eps"] = _check_eps(bn.state["eps"], path, "bn1.eps (the pickled BatchNorm's)")
         return sd, extra
-    if isinstance(obj, dict):
+    if isinstance(obj, dict) and depth < 4:
         if obj and all(isinstance(k, str) for k in obj) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj), {}
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj:
-                return _extract_state_dict(obj[key], path)
+                return _extract_state_dict(obj[key], path, depth + 1)
     raise CheckpointError(f"{path}: holds no classifier (found {type(obj).__name__}, not a module or state dict)")
 
 
@@ -440,20 +539,27 @@ def _sniff(path: Path) -> str:
     raise CheckpointError(f"{path}: not a classifier checkpoint (neither a torch .pth zip nor safetensors)")
 
 
-def _model_from_state_dict(sd: Mapping[str, torch.Tensor], path: Path, bn_eps: Optional[float] = None) -> MLPClassifier:
-    """Check keys and shapes, then copy ``sd`` into a fresh :class:`MLPClassifier` (float32)."""
+def _shape(value) -> tuple:
+    return tuple(value.shape)
+
+
+def _model_from_state_dict(sd: Mapping[str, Any], path: Path, bn_eps: Optional[float] = None) -> MLPClassifier:
+    """Check keys, shapes and values, then build an :class:`MLPClassifier` (float32) holding them.
+
+    ``sd`` maps keys to tensors or lazy safetensors entries: every key and shape is checked before any
+    tensor is read. Each floating-point tensor must be finite and of sane magnitude
+    (:func:`checkpoints.check_values`) and the running variance non-negative. The model is built on the
+    meta device and takes the checked tensors as they are (no second copy of the weights)."""
     for key in ("hidden_layer.weight", "output_layer.weight"):
         if key not in sd:
             raise CheckpointError(f"{path}: missing key {key} (found: {', '.join(list(sd)[:8]) or 'nothing'})")
-    hw, ow = sd["hidden_layer.weight"], sd["output_layer.weight"]
-    if hw.dim() != 2 or ow.dim() != 2 or ow.shape[1] != hw.shape[0] or min(hw.shape) < 1 or ow.shape[0] < 2:
+    hw, ow = _shape(sd["hidden_layer.weight"]), _shape(sd["output_layer.weight"])
+    if len(hw) != 2 or len(ow) != 2 or ow[1] != hw[0] or min(hw) < 1 or ow[0] < 2:
         raise CheckpointError(
-            f"{path}: hidden_layer.weight {list(hw.shape)} and output_layer.weight {list(ow.shape)} "
-            f"do not form an MLP classifier"
+            f"{path}: hidden_layer.weight {list(hw)} and output_layer.weight {list(ow)} do not form an MLP classifier"
         )
-    model = MLPClassifier(input_dim=hw.shape[1], hidden_dim=hw.shape[0], num_classes=ow.shape[0])
-    if bn_eps is not None:
-        model.bn1.eps = bn_eps
+    with torch.device("meta"):
+        model = MLPClassifier(input_dim=hw[1], hidden_dim=hw[0], num_classes=ow[0])
     expected = model.state_dict()
     optional = {"bn1.num_batches_tracked"}
     missing = [k for k in expected if k not in sd and k not in optional]
@@ -465,21 +571,35 @@ def _model_from_state_dict(sd: Mapping[str, torch.Tensor], path: Path, bn_eps: O
         if unexpected:
             parts.append("unexpected " + ", ".join(unexpected[:8]))
         raise CheckpointError(f"{path}: not an MLPClassifier state dict ({'; '.join(parts)})")
+    for key, ref in expected.items():
+        if key in sd and _shape(sd[key]) != tuple(ref.shape):
+            raise CheckpointError(f"{path}: {key} has shape {list(_shape(sd[key]))}, expected {list(ref.shape)}")
     clean = {}
+    seen = set()
     for key, ref in expected.items():
         if key not in sd:
-            clean[key] = ref
+            clean[key] = torch.zeros((), dtype=ref.dtype)
             continue
         value = sd[key]
-        if tuple(value.shape) != tuple(ref.shape):
-            raise CheckpointError(f"{path}: {key} has shape {list(value.shape)}, expected {list(ref.shape)}")
+        if isinstance(value, checkpoints.LazyTensor):
+            try:
+                value = value.load()
+            except Exception as exc:
+                raise CheckpointError(f"{path}: {key} cannot be read ({_one_line(exc)})") from None
         if ref.is_floating_point():
-            if not (value.is_floating_point()):
+            if not value.is_floating_point():
                 raise CheckpointError(f"{path}: {key} has dtype {value.dtype}, expected a floating-point tensor")
-            if not torch.isfinite(value).all():
-                raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
-        clean[key] = value.to(ref.dtype)
-    model.load_state_dict(clean)
+            checkpoints.check_values(value, f"{path}: {key}")  # |value| <= 1e6: float32 holds it
+        value = value.to(ref.dtype)
+        if value.numel() and value.data_ptr() in seen:  # two entries on one storage: each its own copy
+            value = value.clone()
+        seen.add(value.data_ptr())
+        clean[key] = value
+    if bool((clean["bn1.running_var"] < 0).any()):
+        raise CheckpointError(f"{path}: bn1.running_var holds negative values (a variance is never negative)")
+    model.load_state_dict(clean, assign=True)
+    if bn_eps is not None:
+        model.bn1.eps = bn_eps
     model.eval()
     return model
 
@@ -512,7 +632,7 @@ def _metadata_from_header(header: Mapping[str, str], path: Path) -> dict:
     if "metadata" in header:
         try:
             loaded = json.loads(header["metadata"])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CheckpointError(f"{path}: metadata in the header is not JSON") from None
         if isinstance(loaded, dict):
             meta.update(loaded)
@@ -521,43 +641,66 @@ def _metadata_from_header(header: Mapping[str, str], path: Path) -> dict:
             try:
                 meta[key] = int(header[key])
             except ValueError:
-                raise CheckpointError(f"{path}: header field {key}={header[key]!r} is not an integer") from None
+                raise CheckpointError(f"{path}: header field {key}={header[key]!r:.40} is not an integer") from None
+    if "bn_eps" in meta:
+        meta["bn_eps"] = _check_eps(meta["bn_eps"], path, "bn_eps in the metadata")
+    if "chunk_size" in meta:
+        chunk = meta["chunk_size"]
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= _MAX_CHUNK_SIZE:
+            raise CheckpointError(f"{path}: chunk_size in the metadata is {checkpoints._short(chunk)}, not a "
+                                  f"whole number of bases in [1, {_MAX_CHUNK_SIZE}]")
     meta["format"] = header.get("format", "safetensors")
     if "format_version" in header:
         meta["format_version"] = header["format_version"]
     return meta
 
 
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    """``({key: lazy tensor}, header)``: keys, shapes and header only; safetensors checks on opening that
+    every tensor lies inside the file, so reading them later takes at most the file's own bytes."""
+    try:
+        from safetensors import safe_open
+
+        handle = safe_open(str(path), framework="pt", device="cpu")
+        header = dict(handle.metadata() or {})
+        return {key: checkpoints.LazyTensor(handle, key, path) for key in handle.keys()}, header
+    except Exception as exc:
+        raise CheckpointError(f"{path}: malformed safetensors file ({_one_line(exc)})") from None
+
+
 def load_classifier(path, device="cpu") -> MLPClassifier:
     """Load a classifier from a published ``.pth`` (read without running anything) or our safetensors.
 
     The format is told by the file's first bytes, not its name. Returns the model in eval mode on
-    ``device``, with ``model.metadata`` holding dims, source format and any saved metadata.
-    Raises :class:`UnsafeCheckpointError` for a pickle naming a global outside :data:`ALLOWED_GLOBALS`,
-    :class:`CheckpointError` for anything else wrong with the file.
+    ``device``, with ``model.metadata`` holding dims, source format and any saved metadata (``chunk_size``
+    when the file says it). Raises :class:`UnsafeCheckpointError` for a pickle naming a global outside
+    :data:`ALLOWED_GLOBALS`, :class:`CheckpointError` for anything else wrong with the file: malformed,
+    too large for what it holds (see ``_read_torch_zip``), NaN/infinite/absurd weights, a negative running
+    variance, a BatchNorm eps outside [1e-12, 1).
     """
     path = Path(path)
     kind = _sniff(path)
-    if kind == "torch-zip":
-        obj = _read_torch_zip(path)
-        sd, extra = _extract_state_dict(obj, path)
-        model = _model_from_state_dict(sd, path, bn_eps=extra.get("bn_eps"))
-        model.metadata = {"format": "torch-pickle", "source": path.name}
-    else:
-        try:
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path), device="cpu")
-        except Exception as exc:
-            raise CheckpointError(f"{path}: malformed safetensors file ({_one_line(exc)})") from None
-        meta = _metadata_from_header(_safetensors_header(path), path)
-        model = _model_from_state_dict(sd, path, bn_eps=meta.get("bn_eps"))
-        for key in ("input_dim", "hidden_dim", "num_classes"):
-            if key in meta and meta[key] != getattr(model, key):
-                raise CheckpointError(
-                    f"{path}: header says {key}={meta[key]} but the weights have {getattr(model, key)}"
-                )
-        model.metadata = meta
+    try:
+        if kind == "torch-zip":
+            obj = _read_torch_zip(path)
+            sd, extra = _extract_state_dict(obj, path)
+            del obj
+            model = _model_from_state_dict(sd, path, bn_eps=extra.get("bn_eps"))
+            model.metadata = {"format": "torch-pickle", "source": path.name}
+        else:
+            sd, header = _read_safetensors(path)
+            meta = _metadata_from_header(header, path)
+            model = _model_from_state_dict(sd, path, bn_eps=meta.get("bn_eps"))
+            for key in ("input_dim", "hidden_dim", "num_classes"):
+                if key in meta and meta[key] != getattr(model, key):
+                    raise CheckpointError(
+                        f"{path}: header says {key}={meta[key]} but the weights have {getattr(model, key)}"
+                    )
+            model.metadata = meta
+    except RecursionError:
+        raise CheckpointError(f"{path}: malformed classifier checkpoint (nested too deeply)") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: out of memory while reading the classifier checkpoint") from None
     model.metadata.update(input_dim=model.input_dim, hidden_dim=model.hidden_dim, num_classes=model.num_classes)
     return model.to(device)
 

@@ -82,20 +82,37 @@ class DNABERTSConfig:
         return cls()
 
     @classmethod
-    def from_hf(cls, config: dict) -> "DNABERTSConfig":
-        try:
-            cfg = cls(num_layers=int(config["num_hidden_layers"]), hidden_size=int(config["hidden_size"]),
-                      num_heads=int(config["num_attention_heads"]),
-                      intermediate_size=int(config["intermediate_size"]),
-                      vocab_size=int(config.get("vocab_size", 4096)),
-                      type_vocab_size=int(config.get("type_vocab_size", 2)),
-                      layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"DNABERT-S config.json: missing or bad field {exc}") from None
+    def from_hf(cls, config: dict, source="DNABERT-S config.json") -> "DNABERTSConfig":
+        """From a Hugging Face config dict (config.json), every shape within :data:`LIMITS`, checked
+        before anything is built from it."""
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{source}: not a JSON object")
+        lim = LIMITS
+        cfg = cls(num_layers=checkpoints.config_int(config, "num_hidden_layers", 1, lim["layers"], source),
+                  hidden_size=checkpoints.config_int(config, "hidden_size", 1, lim["hidden"], source),
+                  num_heads=checkpoints.config_int(config, "num_attention_heads", 1, lim["heads"], source),
+                  intermediate_size=checkpoints.config_int(config, "intermediate_size", 1, lim["ffn"], source),
+                  vocab_size=checkpoints.config_int(config, "vocab_size", 1, lim["vocab"], source, 4096),
+                  type_vocab_size=checkpoints.config_int(config, "type_vocab_size", 1, lim["type_vocab"], source, 2),
+                  layer_norm_eps=checkpoints.config_float(config, "layer_norm_eps", 0.0, 1.0, source, 1e-12))
         if cfg.hidden_size % cfg.num_heads:
-            raise CheckpointError(f"DNABERT-S config.json: hidden_size {cfg.hidden_size} does not split into "
+            raise CheckpointError(f"{source}: hidden_size {cfg.hidden_size} does not split into "
                                   f"{cfg.num_heads} heads")
+        if cfg.num_parameters > lim["parameters"]:
+            raise CheckpointError(f"{source}: the config describes {cfg.num_parameters:.3g} parameters, more than "
+                                  f"the {lim['parameters']:.3g} supported")
         return cfg
+
+    @property
+    def num_parameters(self) -> int:
+        h, f = self.hidden_size, self.intermediate_size
+        return (self.vocab_size + self.type_vocab_size + 2) * h + self.num_layers * (4 * h * h + 3 * h * f + 9 * h)
+
+
+#: Bounds on a config.json's shapes, generous (DNABERT-S: 12 layers, hidden 768, 12 heads, FFN 3072,
+#: vocabulary 4096) but finite, checked before anything is built from the config.
+LIMITS = {"layers": 256, "hidden": 32768, "heads": 1024, "ffn": 131072, "vocab": 1 << 20, "type_vocab": 1024,
+          "parameters": 64e9}
 
 
 class DNABERTSLayer(nn.Module):
@@ -185,13 +202,29 @@ class DNABERTSEncoder(Encoder):
     def from_pretrained(cls, path, device="cpu", dtype=torch.float32, attention="auto", compile=False,
                         tokenizer_path=None):
         """From a folder (config.json + weights [+ tokenizer.json]) or a locally cached Hugging Face id.
-        The tokenizer is the folder's own ``tokenizer.json`` if it has one, else the shipped one."""
+        The tokenizer is the folder's own ``tokenizer.json`` if it has one, else the shipped one.
+
+        The config is checked first (:meth:`DNABERTSConfig.from_hf`), then its layer count against the
+        weights' keys (no tensor is loaded), then every shape, and the tokenizer's vocabulary against
+        the embedding's rows; each tensor is checked (finite, of sane magnitude) as it is converted."""
         folder = checkpoints.resolve_checkpoint(path)
-        config = DNABERTSConfig.from_hf(checkpoints.read_config(folder))
+        where = folder if folder.is_dir() else folder.parent
+        config = DNABERTSConfig.from_hf(checkpoints.read_config(folder), source=where / "config.json")
         state = checkpoints.read_state_dict(folder)
+        checkpoints.check_layer_count(state, config.num_layers, str(folder), prefixes=("bert.",))
         if tokenizer_path is None:
-            own = (folder if folder.is_dir() else folder.parent) / "tokenizer.json"
+            own = where / "tokenizer.json"
             tokenizer_path = own if own.is_file() else None
+        try:
+            n_tokens = load_tokenizer(tokenizer_path).get_vocab_size()
+        except CheckpointError:
+            raise
+        except Exception as exc:  # tokenizers' own parse errors
+            raise CheckpointError(f"{tokenizer_path or DEFAULT_TOKENIZER}: not a readable tokenizer "
+                                  f"({' '.join(str(exc).split())[:200]})") from None
+        if n_tokens > config.vocab_size:
+            raise CheckpointError(f"{where / 'config.json'}: vocab_size {config.vocab_size} is smaller than the "
+                                  f"tokenizer's {n_tokens} tokens")
         return cls.from_state_dict(state, config, device, dtype, attention, compile, tokenizer_path, str(folder))
 
     @classmethod

@@ -74,24 +74,44 @@ class ESM2Config:
         return cls(num_layers=36, hidden_size=2560, num_heads=40, ffn_size=10240, vocab_size=33)
 
     @classmethod
-    def from_hf(cls, config: dict) -> "ESM2Config":
-        """From a Hugging Face ``EsmConfig`` dict (config.json)."""
-        try:
-            cfg = cls(num_layers=int(config["num_hidden_layers"]), hidden_size=int(config["hidden_size"]),
-                      num_heads=int(config["num_attention_heads"]), ffn_size=int(config["intermediate_size"]),
-                      vocab_size=int(config.get("vocab_size", 33)),
-                      layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)),
-                      token_dropout=bool(config.get("token_dropout", True)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"ESM-2 config.json: missing or bad field {exc}") from None
+    def from_hf(cls, config: dict, source="ESM-2 config.json") -> "ESM2Config":
+        """From a Hugging Face ``EsmConfig`` dict (config.json), every shape within :data:`LIMITS`.
+
+        Checked before anything is built from it: a config claiming 10 million layers is refused here,
+        in microseconds, instead of building per-layer structures (or weights) for each of them."""
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{source}: not a JSON object")
+        lim = LIMITS
+        cfg = cls(num_layers=checkpoints.config_int(config, "num_hidden_layers", 1, lim["layers"], source),
+                  hidden_size=checkpoints.config_int(config, "hidden_size", 2, lim["hidden"], source),
+                  num_heads=checkpoints.config_int(config, "num_attention_heads", 1, lim["heads"], source),
+                  ffn_size=checkpoints.config_int(config, "intermediate_size", 1, lim["ffn"], source),
+                  vocab_size=checkpoints.config_int(config, "vocab_size", len(ALPHABET), lim["vocab"], source, 33),
+                  layer_norm_eps=checkpoints.config_float(config, "layer_norm_eps", 0.0, 1.0, source, 1e-5),
+                  token_dropout=config.get("token_dropout", True))
+        if not isinstance(cfg.token_dropout, bool):
+            raise CheckpointError(f"{source}: field 'token_dropout' is {cfg.token_dropout!r:.40}, not true or false")
         unsupported = {"position_embedding_type": "rotary", "emb_layer_norm_before": False, "hidden_act": "gelu"}
         for key, want in unsupported.items():
             if config.get(key, want) not in (want, None):
-                raise CheckpointError(f"ESM-2 config.json: {key}={config[key]!r} is not supported (only {want!r})")
+                raise CheckpointError(f"{source}: {key}={config[key]!r:.40} is not supported (only {want!r})")
         if cfg.hidden_size % cfg.num_heads or cfg.head_dim % 2:
-            raise CheckpointError(f"ESM-2 config.json: hidden_size {cfg.hidden_size} does not split into "
+            raise CheckpointError(f"{source}: hidden_size {cfg.hidden_size} does not split into "
                                   f"{cfg.num_heads} heads of even size")
+        if cfg.num_parameters > lim["parameters"]:
+            raise CheckpointError(f"{source}: the config describes {cfg.num_parameters:.3g} parameters, more than "
+                                  f"the {lim['parameters']:.3g} supported")
         return cfg
+
+    @property
+    def num_parameters(self) -> int:
+        h, f = self.hidden_size, self.ffn_size
+        return self.vocab_size * h + 2 * h + self.num_layers * (4 * h * h + 2 * h * f + 9 * h + f)
+
+
+#: Bounds on a config.json's shapes, generous (ESM-2 15B: 48 layers, hidden 5120, 40 heads, FFN 20480,
+#: vocabulary 33) but finite, checked before anything is built from the config.
+LIMITS = {"layers": 256, "hidden": 32768, "heads": 1024, "ffn": 131072, "vocab": 1 << 20, "parameters": 64e9}
 
 
 def rotary(x, cos, sin):
@@ -214,10 +234,16 @@ class ESM2Encoder(Encoder):
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=torch.float32, attention="auto", compile=False):
-        """From a folder, weights file or locally cached Hugging Face id (e.g. ``facebook/esm2_t36_3B_UR50D``)."""
+        """From a folder, weights file or locally cached Hugging Face id (e.g. ``facebook/esm2_t36_3B_UR50D``).
+
+        The config is checked first (:meth:`ESM2Config.from_hf`), then its layer count against the
+        weights' keys (read from the file's header: no tensor is loaded), then every shape; each tensor
+        is checked (finite, of sane magnitude) as it is converted."""
         folder = checkpoints.resolve_checkpoint(path)
-        config = ESM2Config.from_hf(checkpoints.read_config(folder))
+        where = folder if folder.is_dir() else folder.parent
+        config = ESM2Config.from_hf(checkpoints.read_config(folder), source=where / "config.json")
         state = checkpoints.read_state_dict(folder)
+        checkpoints.check_layer_count(state, config.num_layers, str(folder), prefixes=("esm.",))
         return cls.from_state_dict(state, config, device, dtype, attention, compile, source=str(folder))
 
     @classmethod
