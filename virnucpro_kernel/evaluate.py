@@ -97,7 +97,8 @@ def read_truth(truth) -> pd.DataFrame:
             raise InputError(path, "labels file not found")
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
         return _check_labels(table, path)
-    raise TypeError(f"truth must be a TSV path, a (virus.fa, others.fa) pair or a DataFrame, not {type(truth).__name__}")
+    raise TypeError("truth must be a TSV path, a (virus.fa, others.fa) pair or a DataFrame, "
+                    f"not {type(truth).__name__}")
 
 
 def _check_labels(table: pd.DataFrame, where) -> pd.DataFrame:
@@ -679,8 +680,9 @@ def evaluate(run, truth, *, others=None, length_bins=None, threshold=None) -> Ev
 
     seq = sequences.copy()
     seq["sequence_id"] = seq["sequence_id"].astype(str)
-    if seq["sequence_id"].duplicated().any():
-        raise InputError(source, "sequence_id listed twice in the run", record=seq["sequence_id"][seq["sequence_id"].duplicated()].iloc[0])
+    dup = seq["sequence_id"].duplicated()
+    if dup.any():
+        raise InputError(source, "sequence_id listed twice in the run", record=seq["sequence_id"][dup].iloc[0])
     label_of = dict(zip(labels["sequence_id"], labels["label"]))
     known = seq["sequence_id"].map(label_of)
     unlabelled = seq[known.isna()].reset_index(drop=True)
@@ -719,9 +721,9 @@ def _chunk_table(seq: pd.DataFrame, frames: pd.DataFrame) -> pd.DataFrame:
                                "score": pd.Series([], dtype=float)})
     if "chunks" in seq.columns:  # every chunk, frameless ones included
         n = seq["chunks"].to_numpy(dtype=np.int64)
+        starts = np.repeat(np.cumsum(n) - n, n)  # chunk k of a record: its position minus the record's start
         every = pd.DataFrame({"sequence_id": np.repeat(seq["sequence_id"].to_numpy(dtype=object), n),
-                              "chunk": np.concatenate([np.arange(1, k + 1) for k in n]) if len(n) else
-                              np.zeros(0, dtype=np.int64)})
+                              "chunk": np.arange(int(n.sum()), dtype=np.int64) - starts + 1})
         table = every.merge(scored, on=["sequence_id", "chunk"], how="outer")
     else:
         table = scored

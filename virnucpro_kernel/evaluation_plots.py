@@ -127,9 +127,9 @@ def metrics_by_length(ev: Evaluation, threshold=None, level: str = "sequence") -
     fig = go.Figure()
     for metric, color in zip(("precision", "recall", "f1", "auroc"), PALETTE):
         values = table[metric].to_numpy(dtype=float)
-        fig.add_trace(go.Bar(x=ticks, y=np.nan_to_num(values, nan=0.0), name=metric.upper() if metric == "auroc" else metric,
-                             marker_color=color, text=["n/a" if math.isnan(v) else f"{v:.2f}" for v in values],
-                             textposition="outside"))
+        fig.add_trace(go.Bar(x=ticks, y=np.nan_to_num(values, nan=0.0),
+                             name=metric.upper() if metric == "auroc" else metric, marker_color=color,
+                             text=["n/a" if math.isnan(v) else f"{v:.2f}" for v in values], textposition="outside"))
     fig.update_layout(barmode="group")
     fig.update_yaxes(title="value", range=[0, 1.15])
     fig.update_xaxes(title="sequence length (v: virus, o: others)", type="category")

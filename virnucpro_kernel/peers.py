@@ -116,10 +116,10 @@ def genomad(path, *, min_score: float = 0.7) -> pd.DataFrame:
       and ``>= min_score`` (geNomad's default ``--min-score`` is 0.7). The summary's other filters (hallmark
       counts, marker enrichment, USCGs) need files this table does not have, so these calls can include
       sequences the summary leaves out.
-    - A folder (``genomad end-to-end`` output): scores from ``*_aggregated_classification/*_aggregated_classification.tsv``
-      for every sequence and calls from ``*_summary/*_virus_summary.tsv`` (geNomad's final calls; a called
-      sequence whose summary score, e.g. a provirus's, is higher than its aggregated score takes the higher
-      one); either alone when only one is there.
+    - A folder (``genomad end-to-end`` output): scores from
+      ``*_aggregated_classification/*_aggregated_classification.tsv`` for every sequence and calls from
+      ``*_summary/*_virus_summary.tsv`` (geNomad's final calls; a called sequence whose summary score, e.g. a
+      provirus's, is higher than its aggregated score takes the higher one); either alone when only one is there.
 
     IDs: geNomad names a sequence by the first word of its header (``Sequence.accession``), the input ID
     itself. A provirus is named ``<sequence>|provirus_<start>_<end>``: the suffix is removed, so a sequence
@@ -143,7 +143,8 @@ def genomad(path, *, min_score: float = 0.7) -> pd.DataFrame:
         out["call"] = np.where(out.index.isin(calls.index), VIRUS, OTHERS)
         both = out.index.intersection(calls.index)
         # a provirus's own score can exceed its whole sequence's: a called sequence keeps the higher one
-        out.loc[both, "score"] = np.fmax(out.loc[both, "score"].to_numpy(float), calls.loc[both, "score"].to_numpy(float))
+        out.loc[both, "score"] = np.fmax(out.loc[both, "score"].to_numpy(float),
+                                         calls.loc[both, "score"].to_numpy(float))
         return out.reset_index()[list(COLUMNS)]
     table = _read_table(path, "geNomad table")
     _need(table, ["seq_name", "virus_score"], path, "geNomad table")
