@@ -598,6 +598,7 @@ class Evaluation:
     def to_dict(self, curves: bool = False) -> dict:
         """Everything as plain JSON types (NaN as None); the curves only with ``curves=True``."""
         out = {"threshold": self.threshold, "source": self.source, "counts": self.counts,
+               "length_bins": list(self.bin_labels),
                "definitions": {"positive": VIRUS, "auprc": "average precision (sklearn average_precision_score)",
                                "auroc": "trapezoidal ROC area, ties grouped (sklearn roc_auc_score)",
                                "unscored": "no_frames sequences, frameless chunks and unreported records are "

@@ -84,7 +84,8 @@ def roc_curve(ev: Evaluation, level: str = "sequence") -> go.Figure:
 
 def pr_curve(ev: Evaluation, level: str = "sequence") -> go.Figure:
     """Precision-recall curves (average precision in the legend), each tool's own calls as a marker, and the
-    share of virus records (a classifier without skill) dashed."""
+    share of virus records (a classifier without skill) dotted. Curves are drawn as steps that rise to each
+    point's precision before moving right, the area that average precision sums."""
     _check_level(level)
     title = f"Precision-recall ({level}s)"
     counts = ev.scores(level).counts()
@@ -98,7 +99,7 @@ def pr_curve(ev: Evaluation, level: str = "sequence") -> go.Figure:
         if has_score:
             c = _thin(sc.curve.iloc[1:])  # the +inf point has no precision
             fig.add_trace(go.Scatter(x=c["recall"], y=c["precision"], mode="lines", legendgroup=name,
-                                     name=f"{name} (AP {_fmt(sc.auprc)})", line=dict(color=color, width=2, shape="hv"),
+                                     name=f"{name} (AP {_fmt(sc.auprc)})", line=dict(color=color, width=2, shape="vh"),
                                      customdata=[_threshold_text(t) for t in c["threshold"]],
                                      hovertemplate=f"{name}<br>recall %{{x:.3f}}<br>precision %{{y:.3f}}<br>"
                                                    "threshold %{customdata}<extra></extra>"))
