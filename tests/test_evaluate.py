@@ -49,7 +49,7 @@ def run_tables(frames_spec=FRAMES, records=RECORDS):
 
 def write_run(path, threshold=0.6, **kwargs):
     frames, rec = run_tables(**kwargs)
-    write_outputs(path, frames, rec, threshold=threshold, run_info={"parameters": {"threshold": threshold}})
+    write_outputs(path, frames, rec, threshold=threshold, profile="demo", run_info={"parameters": {"threshold": threshold}})
     return path
 
 

@@ -386,6 +386,9 @@ class SeenIds:
     def __len__(self):
         return sum(len(x) for x in self.levels)
 
+    def close(self) -> None:
+        self.spool.close()
+
     def add(self, block: RecordBlock) -> int | None:
         """Add the IDs of a block, unless one of them was read before (in an earlier block or earlier in this
         one): then add nothing and return the position of the first such record in the block."""
@@ -582,8 +585,11 @@ def scan(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> InputSummary:
     digest = _Counting(hashlib.sha256())
     validator = RecordValidator(path)
     bases = 0
-    for block in iter_raw_blocks(path, block_bytes, hasher=digest):
-        bases += int(validator.check(block).seq_len.sum())
+    try:
+        for block in iter_raw_blocks(path, block_bytes, hasher=digest):
+            bases += int(validator.check(block).seq_len.sum())
+    finally:
+        validator.ids.close()
     return InputSummary(path=str(path), records=validator.records, empty_records=validator.empty_records,
                         bases=bases, size=digest.size, sha256=digest.hasher.hexdigest())
 

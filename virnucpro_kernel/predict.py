@@ -128,6 +128,30 @@ def scan_input(path) -> dict:
             "bases": summary.bases}
 
 
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    return fn(*args), time.perf_counter() - t0
+
+
+def _warm_start(device: str, compile: bool) -> dict:
+    """Create the GPU context (and import the compiler) ahead of the models; returns the seconds each took."""
+    import torch
+
+    out = {}
+    t0 = time.perf_counter()
+    torch.cuda.set_device(torch.device(device))
+    torch.empty(1, device=device)
+    torch.cuda.synchronize(device)
+    out["cuda_context_s"] = time.perf_counter() - t0
+    if compile:
+        t0 = time.perf_counter()
+        import torch._dynamo  # noqa: F401
+        import torch._inductor.compile_fx  # noqa: F401
+
+        out["compiler_import_s"] = time.perf_counter() - t0
+    return out
+
+
 def _scan_from_launcher(path) -> dict | None:
     """The launcher's scan of this input, when it is of this very file (same size and modification time)."""
     text = os.environ.get(SCAN_ENV)
@@ -316,7 +340,12 @@ def run(settings: PredictSettings, gpus: int) -> int:
     from .engine import EngineOptions, FramePipeline, default_dtype
 
     t_process = _process_start()
+    t_run = time.time()
     info = rank_info()
+    device = f"cuda:{info.local_rank}" if gpus > 0 else "cpu"
+    # the GPU context and the compiler's modules take seconds to set up: start them now, beside the checks and
+    # the input scan
+    ready = _Background(lambda: _warm_start(device, settings.compile)) if device.startswith("cuda") else None
     out = Path(settings.out)
     check_input_file(settings.input)
     mode = None
@@ -328,8 +357,7 @@ def run(settings: PredictSettings, gpus: int) -> int:
     scan = None
     if info.is_main:
         scan = _scan_from_launcher(settings.input)
-        scan = _Background(lambda: scan_input(settings.input)) if scan is None else scan
-    device = f"cuda:{info.local_rank}" if gpus > 0 else "cpu"
+        scan = _Background(lambda: _timed(scan_input, settings.input)) if scan is None else (scan, 0.0)
     if device.startswith("cuda"):
         torch.cuda.set_device(info.local_rank)
     threads = settings.threads or default_threads(info.local_world_size)
@@ -339,7 +367,8 @@ def run(settings: PredictSettings, gpus: int) -> int:
         profile = resolve_models(settings)
     if info.is_main:
         for w in caught:
-            warnings.warn(str(w.message), stacklevel=1)
+            if not issubclass(w.category, ResourceWarning):  # a file another thread dropped: not the user's
+                warnings.warn(str(w.message), stacklevel=1)
     options = EngineOptions(chunk_size=settings.chunk_size, device=device,
                             dtype=settings.dtype or default_dtype(device), token_budget=settings.token_budget,
                             attention=settings.attention, packing=settings.packing,
@@ -352,8 +381,15 @@ def run(settings: PredictSettings, gpus: int) -> int:
     if info.is_main and mode == "resume":  # the settings now, the input's SHA-256 once the scan is done
         check_resume(out, {k: v for k, v in manifest.items() if k != "input"})
     # models load before anything is written (and while rank 0's input scan runs)
+    startup = {"python_and_imports_s": t_run - t_process}
+    if ready is not None:
+        startup.update(ready.result())
     pipeline = FramePipeline(profile, options)
-    summary = scan.result() if isinstance(scan, _Background) else scan
+    if isinstance(scan, _Background):  # rank 0's own scan
+        summary, startup["input_scan_s"] = scan.result()
+    else:  # the launcher's scan (rank 0), or none (the other ranks)
+        summary, startup["input_scan_s"] = scan if scan else (None, 0.0)
+    startup["load_models_s"] = pipeline.load_seconds
     if info.is_main:
         manifest["input"] = {k: summary[k] for k in ("path", "size", "sha256")}
         if mode == "resume":
@@ -387,7 +423,7 @@ def run(settings: PredictSettings, gpus: int) -> int:
             log.info("%s", note)
         work = out / ".work"
         return _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, summary, manifest,
-                                  unit_records, work, log_dir, log_path, t_process)
+                                  unit_records, work, log_dir, log_path, t_process, startup)
     finally:
         if lock is not None:
             lock.release()
@@ -405,7 +441,7 @@ def _resumed_unit_records(out: Path, mode) -> int | None:
 
 
 def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, summary, manifest, unit_records,
-                       work, log_dir, log_path, t_process) -> int:
+                       work, log_dir, log_path, t_process, startup) -> int:
     import torch
 
     from .engine import Prefetcher
@@ -521,6 +557,7 @@ def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, 
             "esm_tokens_per_s": counts["esm_tokens"] / compute_s if compute_s else None,
             "merge_s": merge_s,
             "before_first_batch_s": t_compute_wall - t_process,
+            "startup": {**startup, "warmup_s": warmup_s},
             "after_last_batch_s": time.time() - t_last_batch,  # up to run.json, written next
         }
         outputs = writer.close(run_info)

@@ -52,7 +52,7 @@ def _predict(ctx, src: Path, name: str, extra=(), env=None) -> dict:
     stage.update(wall_seconds=wall, before_first_batch_s=t.get("before_first_batch_s"),
                  after_last_batch_s=t.get("after_last_batch_s"), load_models_s=t.get("load_models_s"),
                  warmup_s=t.get("warmup_s"), frames_per_s=t.get("frames_per_s"),
-                 esm_tokens_computed=(c.get("rank0") or {}).get("esm_tokens_computed"))
+                 esm_tokens_computed=(c.get("rank0") or {}).get("esm_tokens_computed"), startup=t.get("startup"))
     stage["overhead_s"] = (stage["before_first_batch_s"] or 0) + (stage["after_last_batch_s"] or 0)
     if run.get("gpu_monitor"):
         stage["gpu_busy_fraction"] = run["gpu_monitor"].get("busy_fraction")
