@@ -20,8 +20,8 @@ case "${1:-}" in
   encoders) bench encoders 300 ;;
   pipeline)
     bench predict 280 --data-size xl --max-reads 65536
-    bench engine 160 --data-size large --quick
-    bench equivalence 140 --data-size small ;;
+    bench engine 150 --data-size large --quick
+    bench equivalence 120 --data-size small ;;
   scaling)
     bench scaling 380 --data-size xl --max-reads 262144 --per-gpu-reads 65536 --gpu-counts 1,2,4 ;;
   *) echo "usage: run.sh encoders|pipeline|scaling COMMIT"; exit 2 ;;
