@@ -221,11 +221,11 @@ def validate_result(obj: Any, use_jsonschema: bool | None = None) -> dict:
 
 # ------------------------------------------------------------------------------------------ construction
 def git_commit(repo_dir=None) -> tuple[str, bool | None]:
-    """``(HEAD commit, working tree has changes)``; outside git, ``VIRNUCPRO_GIT_COMMIT`` when set (a copy of a
-    committed tree run elsewhere: the commit it was copied from, clean), else ``("unknown", None)``."""
+    """``(HEAD commit, working tree has changes)``; ``VIRNUCPRO_GIT_COMMIT`` when set (a copy of a committed tree
+    run elsewhere: the commit it was copied from, clean); ``("unknown", None)`` outside git."""
     cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent
     given = os.environ.get("VIRNUCPRO_GIT_COMMIT")
-    if given and not (cwd / ".git").exists() and not any((p / ".git").exists() for p in cwd.parents):
+    if given:  # said explicitly: a copy of that commit run elsewhere (whatever .git the copy may carry)
         return given, False
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
