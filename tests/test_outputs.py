@@ -9,15 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from virnucpro_kernel import calls as calls_mod
 from virnucpro_kernel import outputs
+from virnucpro_kernel.calls import FRAME_COLUMNS, FRAME_NAMES, chunk_table, sequence_calls
 from virnucpro_kernel.outputs import (
-    FRAME_COLUMNS,
-    FRAME_NAMES,
     OutputWriter,
-    chunk_table,
     format_float32,
     read_frames_parquet,
-    sequence_calls,
     write_frames_parquet,
     write_highestscore,
     write_outputs,
@@ -92,7 +90,7 @@ def test_prediction_results_matches_str_of_float32(tmp_path):
     logits = rng.normal(0, 12, n).astype(np.float32)
     p_virus = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
     frames = make_frames([
-        (i // 12, f"seq{i // 12}", (i % 12) // 6 + 1, outputs.FRAME_NAMES[i % 6], 1 - pv, pv)
+        (i // 12, f"seq{i // 12}", (i % 12) // 6 + 1, calls_mod.FRAME_NAMES[i % 6], 1 - pv, pv)
         for i, pv in enumerate(p_virus)
     ])
     write_prediction_results(frames, tmp_path / "p.txt")
@@ -163,7 +161,7 @@ def test_highestscore_matches_the_original_pandas_code(tmp_path):
     for record in range(60):
         sid = rng.choice(["k", "k_1", "K", "ab", "a_b", "é", "z"]) + str(rng.integers(0, 3))  # repeats on purpose
         for chunk in range(1, rng.integers(1, 13)):
-            for frame in rng.choice(outputs.FRAME_NAMES, rng.integers(1, 7), replace=False):
+            for frame in rng.choice(calls_mod.FRAME_NAMES, rng.integers(1, 7), replace=False):
                 pv = np.float32(rng.choice([rng.random(), 0.5, 1.0, 0.0, 1e-9]))
                 rows.append((record, sid, chunk, frame, np.float32(1) - pv, pv))
     frames = make_frames(rows)
@@ -236,8 +234,8 @@ def test_float_format_property(values):
 
 def test_sequence_calls_hand_made():
     calls = sequence_calls(FRAMES, RECORDS, threshold=0.5)
-    assert list(calls.columns) == list(outputs.SEQUENCE_COLUMNS[:-1])
-    assert list(outputs.with_profile(calls, "demo").columns) == list(outputs.SEQUENCE_COLUMNS)
+    assert list(calls.columns) == list(calls_mod.SEQUENCE_COLUMNS[:-1])
+    assert list(calls_mod.with_profile(calls, "demo").columns) == list(calls_mod.SEQUENCE_COLUMNS)
     assert calls["sequence_id"].tolist() == ["x", "empty", "y"]
     assert calls["chunks"].tolist() == [10, 1, 1]
     assert calls["chunks_with_frames"].tolist() == [2, 0, 1]
@@ -273,7 +271,7 @@ def test_sequence_calls_threshold_equality_and_mean_of_chunk_maxima():
 
 
 def test_sequences_tsv_exact(tmp_path):
-    write_sequences_tsv(outputs.with_profile(sequence_calls(FRAMES, RECORDS, 0.5), "real"), tmp_path / "s.tsv")
+    write_sequences_tsv(calls_mod.with_profile(sequence_calls(FRAMES, RECORDS, 0.5), "real"), tmp_path / "s.tsv")
     score_x = repr((0.75 + float(np.float32(0.99999994))) / 2)
     assert read(tmp_path / "s.tsv") == (
         "sequence_id\tlength\tchunks\tchunks_with_frames\tframes\tscore\tviral_chunk_fraction\tcall\tprofile\n"
@@ -282,7 +280,7 @@ def test_sequences_tsv_exact(tmp_path):
         f"y\t300\t1\t1\t2\t{float(np.float32(3e-05))!r}\t0.0\tothers\treal\n"
     )
     with pytest.raises(ValueError, match="profile"):
-        outputs.with_profile(sequence_calls(FRAMES, RECORDS, 0.5), "toy")
+        calls_mod.with_profile(sequence_calls(FRAMES, RECORDS, 0.5), "toy")
 
 
 def test_sequence_calls_match_a_plain_pandas_groupby():
@@ -294,7 +292,7 @@ def test_sequence_calls_match_a_plain_pandas_groupby():
         for chunk in range(1, n_chunks + 1):
             for frame in sorted(rng.choice(6, int(rng.integers(0, 7)), replace=False)):
                 pv = np.float32(rng.random())
-                rows.append((record * 2, f"r{record}", chunk, outputs.FRAME_NAMES[frame], np.float32(1) - pv, pv))
+                rows.append((record * 2, f"r{record}", chunk, calls_mod.FRAME_NAMES[frame], np.float32(1) - pv, pv))
     frames, records = make_frames(rows), make_records(records)
     calls = sequence_calls(frames, records, threshold=0.6)
 
@@ -377,7 +375,7 @@ def test_parquet_round_trip_without_features(tmp_path):
     write_frames_parquet(FRAMES, tmp_path / "f.parquet")
     frames, features = read_frames_parquet(tmp_path / "f.parquet")
     assert features is None
-    pd.testing.assert_frame_equal(frames[list(outputs.FRAME_COLUMNS)], FRAMES)
+    pd.testing.assert_frame_equal(frames[list(calls_mod.FRAME_COLUMNS)], FRAMES)
     assert frames["frame_id"].tolist()[:3] == ["x_chunk_2F1", "x_chunk_2R2", "x_chunk_10F3"]
     assert frames["chunk_id"].tolist()[-1] == "y_chunk_1"
 
@@ -386,7 +384,7 @@ def test_parquet_round_trip_with_features(tmp_path):
     features = np.random.default_rng(0).standard_normal((len(FRAMES), 3328)).astype(np.float32)
     write_frames_parquet(FRAMES, tmp_path / "f.parquet", features)
     frames, back = read_frames_parquet(tmp_path / "f.parquet")
-    pd.testing.assert_frame_equal(frames[list(outputs.FRAME_COLUMNS)], FRAMES)
+    pd.testing.assert_frame_equal(frames[list(calls_mod.FRAME_COLUMNS)], FRAMES)
     assert back.dtype == np.float32 and back.shape == features.shape
     assert np.array_equal(back, features)
 

@@ -8,7 +8,7 @@ import pytest
 
 from virnucpro_kernel import peers
 from virnucpro_kernel.errors import InputError
-from virnucpro_kernel.evaluate import evaluate
+from virnucpro_kernel.evaluation import evaluate
 
 
 def write(path, header, rows):

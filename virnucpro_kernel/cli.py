@@ -121,6 +121,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GenBank input: keep only frames whose protein is a substring of an annotated CDS")
     s.set_defaults(run=_cmd_train)
 
+    s = sub.add_parser("call", help="call a finished run again at another threshold (no GPU work)",
+                       description="Write sequences.tsv and viral.fa of RUN_DIR at --threshold (in RUN_DIR, or in "
+                                   "--out); prediction_results* and frames.parquet are not touched. viral.fa needs "
+                                   "the input named in run.json, unchanged.")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="output folder of a finished predict run")
+    s.add_argument("--threshold", type=float, required=True, help="score at or above which a sequence is virus")
+    s.add_argument("--out", default=None, help="write the two files (and a copy of run.json) here instead")
+    s.set_defaults(run=_cmd_call)
+
+    s = sub.add_parser("evaluate", help="measure a run against known labels, beside other tools",
+                       description="ROC and precision-recall curves, AUROC/AUPRC per sequence and chunk, metrics at "
+                                   "the run's threshold, by length; other tools' outputs on the same labels.")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="output folder of a finished predict run")
+    s.add_argument("--truth", help="labels: TSV with columns sequence_id and label (virus or others)")
+    s.add_argument("--truth-virus", help="labels as FASTA: the viral sequences")
+    s.add_argument("--truth-others", help="labels as FASTA: the other sequences")
+    s.add_argument("--other", action="append", metavar="TOOL=FILE",
+                   help="another tool's output (geNomad, VirSorter2, DeepVirFinder, Jaeger), repeatable")
+    s.add_argument("--threshold", type=float, default=None, help="operating point (default: the run's threshold)")
+    s.add_argument("--out", required=True, help="folder for evaluation.json, summary.tsv, by_length.tsv, curves.tsv")
+    s.set_defaults(run=_cmd_evaluate)
+
+    s = sub.add_parser("report", help="run every notebook with a parameter set and render HTML/markdown reports")
+    s.add_argument("--params", default="demo", help="a parameter set under params/ (demo, h200) or a YAML file")
+    s.add_argument("--out", default=None, help="folder for the pages (default reports/<set>)")
+    s.add_argument("--only", action="append", help="only this notebook (e.g. 01_predict), repeatable")
+    s.set_defaults(run=_cmd_report)
+
     s = sub.add_parser("models", help="download, verify, convert and list model files")
     msub = s.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
     msub.required = True
@@ -161,29 +189,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_prepare(args):
-    from .frames import prepare
+    from . import api
 
-    stats = prepare(args.input, args.chunk_size, args.out)
+    stats = api.prepare(args.input, chunk_size=args.chunk_size, out=args.out)
     print(f"{stats.records} records, {stats.bases:,} bp -> {stats.chunks} chunks, {stats.frames} frames "
           f"in {stats.seconds:.2f} s ({stats.mbp_per_s:.1f} Mbp/s); wrote {args.out}/")
 
 
 def _cmd_predict(args):
-    from .predict import PredictSettings, predict
+    from . import api
 
-    return predict(PredictSettings(
-        input=args.input, chunk_size=args.chunk_size, out=args.out, profile=args.profile, gpus=args.gpus,
-        threshold=args.threshold, esm=args.esm, dnabert=args.dnabert, classifier=args.classifier, dtype=args.dtype,
-        token_budget=args.token_budget, attention=args.attention, packing=not args.no_packing,
-        compile=not args.no_compile, dedup=not args.no_dedup, gelu_epilogue=False if args.no_gelu_epilogue else None,
-        save_features=args.save_features, resume=args.resume, force=args.force, unit_records=args.unit_records,
-        threads=args.threads, log_dir=args.log_dir, quiet=args.quiet))
+    api.predict(args.input, chunk_size=args.chunk_size, out=args.out, profile=args.profile, gpus=args.gpus,
+                threshold=args.threshold, esm=args.esm, dnabert=args.dnabert, classifier=args.classifier,
+                dtype=args.dtype, token_budget=args.token_budget, attention=args.attention,
+                packing=not args.no_packing, compile=not args.no_compile, dedup=not args.no_dedup,
+                gelu_epilogue=False if args.no_gelu_epilogue else None, save_features=args.save_features,
+                resume=args.resume, force=args.force, unit_records=args.unit_records, threads=args.threads,
+                log_dir=args.log_dir, quiet=args.quiet)
+
+
+def _cmd_call(args):
+    from . import api
+
+    run = api.call(args.run_dir, threshold=args.threshold, out=args.out)
+    counts = run.sequences["call"].value_counts()
+    print(f"{len(run.sequences)} sequences at threshold {args.threshold}: {int(counts.get('virus', 0))} virus, "
+          f"{int(counts.get('others', 0))} others, {int(counts.get('no_frames', 0))} without frames; wrote "
+          f"{run.out}/sequences.tsv and viral.fa")
 
 
 def _cmd_train(args):
-    from .training import train_from_args
+    from . import api
 
-    train_from_args(args)
+    m = api.train(virus=args.virus, host=args.host, chunk_size=args.chunk_size, out=args.out, profile=args.profile,
+                  esm=args.esm, dnabert=args.dnabert, seed=args.seed, gpus=args.gpus, dtype=args.dtype,
+                  max_epochs=args.max_epochs, cds_filter=args.cds_filter)
+    print(f"trained on {m['training_data']['virus']['frames']} virus and {m['training_data']['host']['frames']} "
+          f"host frames: test accuracy {m.get('accuracy')}, F1 {m.get('f1')}, ROC AUC {m.get('roc_auc')}; wrote "
+          f"{m['model']} and {m['metrics_file']}")
 
 
 def _cmd_models(args):
@@ -193,9 +236,40 @@ def _cmd_models(args):
 
 
 def _cmd_benchmark(args):
-    from .bench.suites import benchmark_from_args
+    from . import api
 
-    return benchmark_from_args(args)
+    return api.benchmark(suite=args.suite, out=args.out, data_size=args.data_size, gpu_counts=args.gpu_counts,
+                         compare_to=args.compare_to, save_baseline=args.save_baseline,
+                         no_reference=args.no_reference, quick=args.quick, profile=args.profile,
+                         per_gpu_reads=args.per_gpu_reads, max_reads=args.max_reads, chunk_size=args.chunk_size)
+
+
+def _cmd_evaluate(args):
+    from . import api
+    from .evaluation import write_evaluation
+
+    others = {}
+    for item in args.other or ():
+        tool, sep, path = item.partition("=")
+        if not sep or not tool or not path:
+            raise VirNucProError(f"--other {item!r}: write TOOL=FILE (e.g. geNomad=out/x_virus_summary.tsv)")
+        others[tool] = path
+    if (args.truth is None) == (args.truth_virus is None and args.truth_others is None):
+        raise VirNucProError("give the labels either as --truth LABELS.tsv or as --truth-virus V.fa --truth-others H.fa")
+    if args.truth is None and (args.truth_virus is None or args.truth_others is None):
+        raise VirNucProError("--truth-virus and --truth-others go together")
+    truth = args.truth if args.truth is not None else (args.truth_virus, args.truth_others)
+    ev = api.evaluate(api.load_run(args.run_dir), truth, others=others or None, threshold=args.threshold)
+    files = write_evaluation(ev, args.out)
+    print(ev.summary().to_string(index=False))
+    print(f"wrote {', '.join(str(f) for f in files)}")
+
+
+def _cmd_report(args):
+    from . import api
+
+    index = api.report(args.params, out=args.out, only=args.only)
+    print(f"wrote {index}")
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Figures of an :class:`~virnucpro_kernel.evaluate.Evaluation` (plotly).
+"""Figures of an :class:`~virnucpro_kernel.evaluation.Evaluation` (plotly).
 
 Each function takes an ``Evaluation`` and returns a ``go.Figure``; where there is nothing to draw (one class
 absent, no other tool) it returns a figure that says so. Only scatter, bar and histogram traces are used, so
@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .evaluate import LEVELS, OTHERS, THIS_TOOL, VIRUS, Evaluation
+from .evaluation import LEVELS, OTHERS, THIS_TOOL, VIRUS, Evaluation
 from .plots import CALL_COLORS, PALETTE, TEMPLATE, empty_figure
 
 MAX_POINTS = 4000  # curve points drawn per tool (curves of millions of reads are thinned evenly)

@@ -755,6 +755,15 @@ def padded(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def read_fasta_records(path) -> list[tuple[str, str, str]]:
+    """``(id, description, sequence)`` of every record of a small FASTA file, in input order (the description is
+    the header line without ``>``)."""
+    records = []
+    for block in iter_raw_blocks(path, allow_empty=True):
+        records += zip(block.ids(), block.descriptions(), [block.sequence(i) for i in range(len(block))])
+    return records
+
+
 def read_fasta_pairs(path) -> list[tuple[str, str]]:
     """``(id, sequence)`` of every record of a small FASTA file, in input order (an empty file has none).
 

@@ -8,7 +8,7 @@ What goes in (made by the engine):
 - ``records``: one row per input record of length > 0, in input order: ``record_index``, ``sequence_id``,
   ``length``, ``chunks`` (number of chunks cut, kept frames or not).
 
-What comes out (reference doc section 5 and interface.md, "Outputs of predict"):
+What comes out (README, "Outputs of predict"; docs/interface.md):
 
 - ``prediction_results.txt``: header ``Sequence_ID	Prediction	score1	score2``, one row per frame in input
   order; ``Prediction`` is the argmax label (``virus`` only when P(virus) > P(others): a tie goes to index 0,
@@ -20,7 +20,7 @@ What comes out (reference doc section 5 and interface.md, "Outputs of predict"):
   shortest round-trip decimal of a float32 is monotone in the value, so comparing the float32 values gives
   the same answer.
 - ``sequences.tsv``: per input record: ``sequence_id, length, chunks, chunks_with_frames, frames, score,
-  viral_chunk_fraction, call, profile`` (see :func:`sequence_calls`; ``profile`` names the models: ``real``,
+  viral_chunk_fraction, call, profile`` (see ``calls.sequence_calls``; ``profile`` names the models: ``real``,
   ``demo`` or ``random``); scores in float64, written with Python's ``repr`` (round-trips exactly), empty when
   there is no frame.
 - ``viral.fa``: records called ``virus``, header as in the input, sequence wrapped at 60 letters a line; in a
@@ -58,35 +58,12 @@ VIRAL_FASTA = "viral.fa"
 FRAMES_PARQUET = "frames.parquet"
 RUN_JSON = "run.json"
 
-FRAME_COLUMNS = ("record_index", "sequence_id", "chunk", "frame", "p_others", "p_virus")
-SEQUENCE_COLUMNS = (
-    "sequence_id", "length", "chunks", "chunks_with_frames", "frames", "score", "viral_chunk_fraction", "call",
-    "profile",
-)
-PROFILES = ("real", "demo", "random")
-DEMO_HEADER_MARK = " [demo profile: not biologically meaningful]"
+from .calls import (FRAME_COLUMNS, SEQUENCE_COLUMNS, _check_frames, _chunk_ids, _chunk_maxima, _frame_ids,
+                    _large_strings, _text, header_mark, sequence_calls, with_profile)
 
-
-def header_mark(profile: str) -> str:
-    """What ``viral.fa`` headers end with in a run of ``profile``: a demo run says so where users read it."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
-    return DEMO_HEADER_MARK if profile == "demo" else ""
-
-
-def with_profile(calls: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """``calls`` with the last column ``profile`` (the models' profile, the same on every row)."""
-    header_mark(profile)
-    calls = calls.copy()
-    calls["profile"] = pd.Series([profile] * len(calls), dtype="str", index=calls.index)
-    return calls
-FRAME_NAMES = ("F1", "F2", "F3", "R1", "R2", "R3")
 FASTA_LINE_WIDTH = 60
 
 
-def _text(s: str) -> pa.Scalar:
-    """An Arrow large_string scalar (Arrow string kernels want one string type throughout)."""
-    return pa.scalar(s, pa.large_string())
 
 
 _VIRUS, _OTHERS = _text("virus"), _text("others")
@@ -219,33 +196,12 @@ def _scatter(out: pa.Array, mask: np.ndarray, values: pa.Array) -> pa.Array:
 # Frame and chunk IDs
 # --------------------------------------------------------------------------------------------------
 
-def _check_frames(frames: pd.DataFrame) -> None:
-    missing = [c for c in FRAME_COLUMNS if c not in frames.columns]
-    if missing:
-        raise ValueError(f"frames table lacks column(s) {', '.join(missing)}")
-    bad = ~frames["frame"].isin(FRAME_NAMES)
-    if bad.any():  # the original cuts the frame name off the frame ID by its length: two characters
-        raise ValueError(f"frame name {frames['frame'][bad].iloc[0]!r} is not one of {', '.join(FRAME_NAMES)}")
 
 
-def _large_strings(column) -> pa.Array:
-    arr = pa.array(column, from_pandas=True)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    return arr.cast(pa.large_string())
 
 
-def _chunk_ids(frames: pd.DataFrame) -> pa.Array:
-    """``{sequence_id}_chunk_{chunk}``: the original's ``Modified_ID``."""
-    chunk = pa.array(np.asarray(frames["chunk"], dtype=np.int64)).cast(pa.large_string())
-    return pc.binary_join_element_wise(_large_strings(frames["sequence_id"]), _text("_chunk_"), chunk, _text(""))
 
 
-def _frame_ids(frames: pd.DataFrame, chunk_ids: pa.Array | None = None) -> pa.Array:
-    """``{sequence_id}_chunk_{chunk}{frame}``: the original's ``Sequence_ID``."""
-    if chunk_ids is None:
-        chunk_ids = _chunk_ids(frames)
-    return pc.binary_join_element_wise(chunk_ids, _large_strings(frames["frame"]), _text(""))
 
 
 def _write_lines(f, lines: pa.Array) -> None:
@@ -292,49 +248,10 @@ def _write_prediction_rows(f, frames: pd.DataFrame) -> None:
         _write_lines(f, pc.binary_join_element_wise(lines, _text("\n"), _text("")))
 
 
-def chunk_table(frames: pd.DataFrame) -> pd.DataFrame:
-    """The original's ``prediction_results_highestscore`` as a table: one row per chunk ID (``Modified_ID``),
-    sorted as strings, with ``max_p_others``, ``max_p_virus`` (float32) and ``Is_Virus`` = max P(virus) >=
-    max P(others). NaN scores are skipped in the maxima, as pandas ``max`` does in the original."""
-    ids, max_others, max_virus = _chunk_maxima(frames)
-    return pd.DataFrame({
-        "Modified_ID": pd.Series(ids.to_pylist(), dtype="str"),
-        "max_p_others": max_others,
-        "max_p_virus": max_virus,
-        "Is_Virus": max_virus >= max_others,
-    })
 
 
-def _chunk_maxima(frames: pd.DataFrame) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """(sorted distinct chunk IDs, max P(others), max P(virus)) per chunk ID."""
-    _check_frames(frames)
-    p_others = np.asarray(frames["p_others"], dtype=np.float32)
-    p_virus = np.asarray(frames["p_virus"], dtype=np.float32)
-    ids = _chunk_ids(frames)
-    if len(ids) == 0:
-        return ids, p_others, p_virus
-    # Frames of a chunk are adjacent in input order: reduce the runs first, then sort the (fewer) chunk IDs.
-    # The sort also merges runs that share an ID (records with the same ID), as the original's groupby does.
-    run = _run_starts_strings(ids)
-    ids = ids.take(pa.array(run))
-    run_others = np.fmax.reduceat(p_others, run)
-    run_virus = np.fmax.reduceat(p_virus, run)
-    order = pc.sort_indices(ids).to_numpy()  # byte order of UTF-8 = code point order = Python's str order
-    ids = ids.take(pa.array(order))
-    group = _run_starts_strings(ids)
-    return (
-        ids.take(pa.array(group)),
-        np.fmax.reduceat(run_others[order], group),
-        np.fmax.reduceat(run_virus[order], group),
-    )
 
 
-def _run_starts_strings(ids: pa.Array) -> np.ndarray:
-    """Start index of each run of equal adjacent strings (ids has at least one element)."""
-    if len(ids) == 1:
-        return np.zeros(1, dtype=np.int64)
-    differs = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
-    return np.concatenate(([0], np.flatnonzero(differs) + 1)).astype(np.int64)
 
 
 def write_highestscore(frames: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -355,108 +272,18 @@ def _highestscore_lines(frames: pd.DataFrame) -> pa.Array:
 # Per-sequence calls
 # --------------------------------------------------------------------------------------------------
 
-def sequence_calls(frames: pd.DataFrame, records: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
-    """One row per input record (in the order of ``records``) for ``sequences.tsv``.
-
-    A chunk's score is its highest frame P(virus); ``score`` is the mean of the chunk scores over the
-    record's chunks that have frames; ``viral_chunk_fraction`` is the share of those chunks with
-    max P(virus) >= max P(others) (the original's ``Is_Virus``, taken per record and chunk); ``call`` is
-    ``virus`` when ``score >= threshold``, ``others`` below it, ``no_frames`` when no chunk has a frame
-    (``score`` and ``viral_chunk_fraction`` NaN then). Scores are float64 means of the float32
-    probabilities, and ``threshold`` is compared against those float64 values.
-    """
-    missing = [c for c in ("record_index", "sequence_id", "length", "chunks") if c not in records.columns]
-    if missing:
-        raise ValueError(f"records table lacks column(s) {', '.join(missing)}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or math.isnan(threshold):
-        raise ValueError(f"threshold must be a number, not {threshold!r}")
-    record_index = np.asarray(records["record_index"], dtype=np.int64)
-    if (np.diff(record_index) <= 0).any():
-        raise ValueError("records must be in input order, with distinct record_index values")
-    n_records = len(records)
-    record_chunks = np.asarray(records["chunks"], dtype=np.int64)
-
-    chunks = _chunk_scores(frames)
-    pos = np.searchsorted(record_index, chunks["record_index"])  # each chunk's row in records
-    known = pos < n_records
-    known[known] = record_index[pos[known]] == chunks["record_index"][known]
-    if not known.all():
-        raise ValueError(
-            f"frames refer to record_index {chunks['record_index'][~known][0]}, which is not in the records table"
-        )
-    bad = (chunks["chunk"] < 1) | (chunks["chunk"] > record_chunks[pos])
-    bad |= ~pc.equal(chunks["sequence_id"], _large_strings(records["sequence_id"]).take(pa.array(pos))).to_numpy(
-        zero_copy_only=False)
-    if bad.any():
-        i = np.flatnonzero(bad)[0]
-        raise ValueError(
-            f"frames of {chunks['sequence_id'][i].as_py()!r} (record_index {chunks['record_index'][i]}, chunk "
-            f"{chunks['chunk'][i]}) do not match the records table: {records['sequence_id'].iloc[pos[i]]!r} "
-            f"with {record_chunks[pos[i]]} chunk(s)"
-        )
-
-    chunks_with_frames = np.bincount(pos, minlength=n_records)
-    frame_counts = np.bincount(pos, weights=chunks["frames"], minlength=n_records).astype(np.int64)
-    score_sum = np.bincount(pos, weights=chunks["max_p_virus"].astype(np.float64), minlength=n_records)
-    viral_chunks = np.bincount(pos, weights=chunks["is_virus"], minlength=n_records)
-    has_frames = chunks_with_frames > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.where(has_frames, score_sum / chunks_with_frames, np.nan)
-        fraction = np.where(has_frames, viral_chunks / chunks_with_frames, np.nan)
-    call = np.where(has_frames, np.where(score >= threshold, "virus", "others"), "no_frames")
-    return pd.DataFrame({
-        "sequence_id": pd.Series(np.asarray(records["sequence_id"], dtype=object), dtype="str"),
-        "length": np.asarray(records["length"], dtype=np.int64),
-        "chunks": record_chunks,
-        "chunks_with_frames": chunks_with_frames.astype(np.int64),
-        "frames": frame_counts,
-        "score": score,
-        "viral_chunk_fraction": fraction,
-        "call": pd.Series(call, dtype="str"),
-    })
 
 
-def _chunk_scores(frames: pd.DataFrame) -> dict:
-    """Per (record_index, chunk) with frames, sorted: the record's index, sequence ID (Arrow), chunk number,
-    number of frames, max P(virus), and Is_Virus (max P(virus) >= max P(others), NaN skipped)."""
-    _check_frames(frames)
-    record = np.asarray(frames["record_index"], dtype=np.int64)
-    chunk = np.asarray(frames["chunk"], dtype=np.int64)
-    p_others = np.asarray(frames["p_others"], dtype=np.float32)
-    p_virus = np.asarray(frames["p_virus"], dtype=np.float32)
-    order = None
-    if not _sorted_pairs(record, chunk):  # input order is sorted already; anything else is sorted here
-        order = np.lexsort((chunk, record))
-        record, chunk, p_others, p_virus = record[order], chunk[order], p_others[order], p_virus[order]
-    if len(record) == 0:
-        starts = np.zeros(0, dtype=np.int64)
-        max_virus = max_others = np.zeros(0, dtype=np.float32)
-    else:
-        starts = _run_starts_pairs(record, chunk)
-        max_virus = np.fmax.reduceat(p_virus, starts)
-        max_others = np.fmax.reduceat(p_others, starts)
-    first_frame = starts if order is None else order[starts]
-    return {
-        "record_index": record[starts],
-        "sequence_id": _large_strings(frames["sequence_id"]).take(pa.array(first_frame)),
-        "chunk": chunk[starts],
-        "frames": np.diff(np.append(starts, len(record))),
-        "max_p_virus": max_virus,
-        "is_virus": max_virus >= max_others,
-    }
 
 
-def _sorted_pairs(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether (a, b) pairs are in non-decreasing lexicographic order."""
-    if len(a) < 2:
-        return True
-    da = np.diff(a)
-    return bool(((da > 0) | ((da == 0) & (np.diff(b) >= 0))).all())
 
 
-def _run_starts_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    change = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    return np.concatenate(([0], np.flatnonzero(change) + 1)).astype(np.int64)
+
+
+def read_sequences_tsv(path) -> pd.DataFrame:
+    """``sequences.tsv`` with IDs kept as written (``NA`` stays a name) and empty scores as NaN."""
+    return pd.read_csv(path, sep="\t", dtype={"sequence_id": str, "call": str, "profile": str},
+                       keep_default_na=False, na_values={"score": [""], "viral_chunk_fraction": [""]})
 
 
 def write_sequences_tsv(calls: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -1,4 +1,4 @@
-"""Other virus identification tools' outputs, read into one shape for :func:`virnucpro_kernel.evaluate.evaluate`.
+"""Other virus identification tools' outputs, read into one shape for :func:`virnucpro_kernel.evaluation.evaluate`.
 
 Every importer returns one row per *input* sequence the tool reported, with the columns
 

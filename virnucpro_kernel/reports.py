@@ -284,7 +284,7 @@ class Prediction:
     @classmethod
     def missing(cls, out, message: str) -> "Prediction":
         """An empty prediction (no rows): what a report shows before the results exist."""
-        from .outputs import SEQUENCE_COLUMNS
+        from .calls import SEQUENCE_COLUMNS
 
         frames = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
             ("record_index", "int64"), ("sequence_id", "str"), ("chunk", "int32"), ("frame", "str"),
@@ -328,7 +328,7 @@ def run_predict(input, out, chunk_size: int = 300, profile: str = "auto", gpus: 
     argv = predict_argv(input, out, chunk_size, profile, gpus, threshold, extra)
     if gpus in (0, 1):
         from .errors import VirNucProError
-        from .predict import PredictSettings, predict
+        from .prediction import PredictSettings, predict
 
         settings = PredictSettings(input=str(input), chunk_size=chunk_size, out=str(out), profile=profile, gpus=gpus,
                                    threshold=threshold, quiet=True, force=True)
@@ -435,7 +435,7 @@ def viral_hits(pred: Prediction) -> pd.DataFrame | None:
     without a prediction."""
     if pred.empty:
         return None
-    from .outputs import DEMO_HEADER_MARK
+    from .calls import DEMO_HEADER_MARK
 
     headers = [h.removesuffix(DEMO_HEADER_MARK) for h in pred.viral_headers if h.strip()]  # the page says "demo"
     described = {h.split(maxsplit=1)[0]: (h.split(maxsplit=1) + [""])[1] for h in headers}

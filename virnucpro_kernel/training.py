@@ -66,35 +66,39 @@ def featurize(path, pipeline, unit_records: int = 4096):
     return np.concatenate(feats), keys
 
 
-def train_from_args(args) -> int:
+def train(*, virus, host, chunk_size: int, out, profile: str = "auto", esm: str | None = None,
+          dnabert: str | None = None, seed: int = 42, gpus: int | None = None, dtype: str | None = None,
+          max_epochs: int = 200, cds_filter: bool = False) -> dict:
+    """Features of every frame of ``virus`` (label 1) and ``host`` (label 0) through the ``predict`` path, then
+    the original training recipe; writes ``out`` (.safetensors) and its ``.metrics.json``; returns the metrics."""
     import torch
 
     from .engine import EngineOptions, FramePipeline, default_dtype
     from .models.classifier import save_classifier, train_classifier
     from .models.profiles import resolve_profile
 
-    check_chunk_size(args.chunk_size)
-    out = Path(args.out)
+    check_chunk_size(chunk_size)
+    out = Path(out)
     if out.suffix != ".safetensors":
         raise VirNucProError(f"--out must end in .safetensors, not {out.name}")
-    profile = resolve_profile(args.profile, args.chunk_size, esm=args.esm, dnabert=args.dnabert,
+    profile = resolve_profile(profile, chunk_size, esm=esm, dnabert=dnabert,
                               need_classifier=False)
-    gpus = args.gpus if args.gpus is not None else (1 if torch.cuda.is_available() else 0)
+    gpus = gpus if gpus is not None else (1 if torch.cuda.is_available() else 0)
     device = "cuda:0" if gpus else "cpu"
-    options = EngineOptions(chunk_size=args.chunk_size, device=device, dtype=args.dtype or default_dtype(device),
+    options = EngineOptions(chunk_size=chunk_size, device=device, dtype=dtype or default_dtype(device),
                             compile=False, save_features=True)
     pipeline = FramePipeline(profile, options)
     xs, ys, sources = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, path in ((1, args.virus), (0, args.host)):
+        for label, path in ((1, virus), (0, host)):
             cds = None
             src = path
             if _is_genbank(path):
                 src, cds = _genbank_to_fasta(path, Path(tmp))
-            elif args.cds_filter:
+            elif cds_filter:
                 raise VirNucProError(f"--cds-filter needs GenBank input with CDS translations; {path} is FASTA")
             x, keys = featurize(src, pipeline)
-            if cds is not None and args.cds_filter:
+            if cds is not None and cds_filter:
                 keep = np.array([any(prot in t for t in cds.get(rid, ())) for rid, prot in keys], dtype=bool)
                 log.info("%s: CDS filter keeps %d of %d frames", path, keep.sum(), len(keep))
                 x = x[keep]
@@ -105,15 +109,15 @@ def train_from_args(args) -> int:
             sources["virus" if label else "host"] = {"path": str(path), "frames": int(len(x))}
     features = torch.from_numpy(np.concatenate(xs)).float()
     labels = torch.from_numpy(np.concatenate(ys))
-    model, metrics = train_classifier(features, labels, seed=args.seed, max_epochs=args.max_epochs)
-    metadata = {"chunk_size": args.chunk_size, "profile": profile.describe(), "training_data": sources,
+    model, metrics = train_classifier(features, labels, seed=seed, max_epochs=max_epochs)
+    metadata = {"chunk_size": chunk_size, "profile": profile.describe(), "training_data": sources,
                 "metrics": {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")
-                            if k in metrics}, "seed": args.seed}
+                            if k in metrics}, "seed": seed}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_classifier(model, out, metadata=metadata)
     metrics_path = out.with_suffix(".metrics.json")
     metrics_path.write_text(json.dumps({"training_data": sources, **metrics}, indent=2, default=str) + "\n")
-    print(f"trained on {sources['virus']['frames']} virus and {sources['host']['frames']} host frames: "
-          f"test accuracy {metrics.get('accuracy')}, F1 {metrics.get('f1')}, ROC AUC {metrics.get('roc_auc')}; "
-          f"wrote {out} and {metrics_path}")
-    return 0
+    log.info("trained on %d virus and %d host frames: test accuracy %s, F1 %s, ROC AUC %s; wrote %s and %s",
+             sources["virus"]["frames"], sources["host"]["frames"], metrics.get("accuracy"), metrics.get("f1"),
+             metrics.get("roc_auc"), out, metrics_path)
+    return {"model": str(out), "metrics_file": str(metrics_path), "training_data": sources, **metrics}

@@ -512,3 +512,25 @@ def benchmark_from_args(args) -> int:
             regression.save_baseline(result, dst)
             print(f"saved baseline {dst}")
     return status
+
+
+def run_benchmark(*, suite: str, out, data_size: str = "tiny", gpu_counts=None, compare_to=None, save_baseline=None,
+                  no_reference: bool = False, quick: bool = False, profile=None, per_gpu_reads=None, max_reads=None,
+                  chunk_size: int = 300) -> int:
+    """The typed entry point (``api.benchmark``): the suites with these settings; 1 on a regression, else 0."""
+    import argparse
+
+    if suite not in (*SUITES, "all"):
+        raise VirNucProError(f"--suite must be one of {', '.join(SUITES)} or all, not {suite!r}")
+    argv = ["--suite", suite, "--data-size", data_size, "--out", str(out), "--chunk-size", str(chunk_size)]
+    for flag, value in (("--gpu-counts", gpu_counts), ("--compare-to", compare_to), ("--save-baseline", save_baseline),
+                        ("--profile", profile), ("--per-gpu-reads", per_gpu_reads), ("--max-reads", max_reads)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--no-reference"] * bool(no_reference) + ["--quick"] * bool(quick)
+    args = argparse.Namespace(suite=suite, data_size=data_size, gpu_counts=gpu_counts, out=str(out),
+                              compare_to=None if compare_to is None else str(compare_to),
+                              save_baseline=None if save_baseline is None else str(save_baseline),
+                              no_reference=no_reference, quick=quick, profile=profile, per_gpu_reads=per_gpu_reads,
+                              max_reads=max_reads, chunk_size=chunk_size, argv=["benchmark", *argv])
+    return benchmark_from_args(args)

@@ -750,3 +750,30 @@ def _peer(name: str, table, seq: pd.DataFrame) -> PeerResult:
     if merged["call"].notna().any():  # a tool with calls: unreported records are its "others"
         merged.loc[merged["call"].isna(), "call"] = OTHERS
     return PeerResult(name, merged, unknown)
+
+
+def write_evaluation(ev: Evaluation, out) -> list[Path]:
+    """The files of ``virnucpro evaluate`` in ``out``: ``evaluation.json`` (everything, curves included),
+    ``summary.tsv`` (per level and per tool), ``by_length.tsv`` (per length bin and level) and ``curves.tsv``
+    (ROC and precision-recall points per level and tool). Each is written atomically."""
+    from .outputs import atomic_open
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = pd.concat([ev.summary().assign(tool=THIS_TOOL), ev.comparison().assign(level="sequence")],
+                        ignore_index=True)
+    by_length = pd.concat([ev.by_length().assign(level="sequence"), ev.by_length(level="chunk").assign(level="chunk")],
+                          ignore_index=True)
+    curves = [ev.scores("sequence").curve.assign(level="sequence", tool=THIS_TOOL),
+              ev.scores("chunk").curve.assign(level="chunk", tool=THIS_TOOL)]
+    curves += [p.scores.curve.assign(level="sequence", tool=name) for name, p in ev.peers.items() if p.has_score]
+    files = {"evaluation.json": json.dumps(ev.to_dict(curves=True), indent=2, allow_nan=False) + "\n",
+             "summary.tsv": summary.to_csv(sep="\t", index=False, lineterminator="\n"),
+             "by_length.tsv": by_length.to_csv(sep="\t", index=False, lineterminator="\n"),
+             "curves.tsv": pd.concat(curves, ignore_index=True).to_csv(sep="\t", index=False, lineterminator="\n")}
+    written = []
+    for name, text in files.items():
+        with atomic_open(out / name) as fh:
+            fh.write(text)
+        written.append(out / name)
+    return written

@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from conftest import ROOT
 from virnucpro_kernel import evaluation_plots
 from virnucpro_kernel.errors import InputError
-from virnucpro_kernel.evaluate import (DEFAULT_LENGTH_BINS, Evaluation, Scores, average_precision, auroc, curves,
+from virnucpro_kernel.evaluation import (DEFAULT_LENGTH_BINS, Evaluation, Scores, average_precision, auroc, curves,
                                        demo_truth, evaluate, read_truth)
 from virnucpro_kernel.outputs import write_outputs
 
@@ -243,7 +243,7 @@ def test_default_and_custom_length_bins(tmp_path):
 # --------------------------------------------------------------------------------------------------- inputs
 def test_run_object_and_threshold_from_its_run_info(tmp_path):
     frames, rec = run_tables()
-    from virnucpro_kernel.outputs import sequence_calls
+    from virnucpro_kernel.calls import sequence_calls
 
     seqs = sequence_calls(frames, rec, 0.5)
     ev = evaluate(RunObject(seqs, frames, run={"parameters": {"threshold": 0.55}}), LABELS)
