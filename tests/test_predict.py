@@ -82,16 +82,25 @@ def _torchrun(args, nproc=2, extra=(), env=None, **kw):
 
 
 @pytest.mark.distributed
-def test_two_processes_give_the_same_frames(single_run, tmp_path):
-    out = tmp_path / "out2"
-    p = _torchrun(["predict", INPUT, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
-                   "--unit-records", "1", "--quiet"], extra=["--standalone"])
-    stdout, stderr = p.communicate(timeout=300)
+def test_two_processes_give_the_same_files(tmp_path):
+    """One process and two (torchrun) on the same input and settings: every output file byte for byte the same,
+    except run.json (timings, world size) and logs/."""
+    args = [INPUT, "--chunk-size", "300", "--profile", "demo", "--gpus", "0", "--unit-records", "1", "--quiet",
+            "--save-features"]
+    one = tmp_path / "one"
+    r = run_cli("predict", args[0], "--out", one, *args[1:])
+    assert r.returncode == 0, r.stderr
+    two = tmp_path / "two"
+    p = _torchrun(["predict", args[0], "--out", two, *args[1:]], extra=["--standalone"])
+    _, stderr = p.communicate(timeout=300)
     assert p.returncode == 0, stderr
-    _assert_same_frames(single_run, out)
-    assert (out / "sequences.tsv").read_text() .splitlines()[0].startswith("sequence_id")
-    run = json.loads((out / "run.json").read_text())
-    assert run["parameters"]["world_size"] == 2
+    names = sorted(x.name for x in one.iterdir() if x.is_file() and x.name != "run.json")
+    assert names == ["frames.parquet", "prediction_results.txt", "prediction_results_highestscore.csv",
+                     "sequences.tsv", "viral.fa"]
+    assert names == sorted(x.name for x in two.iterdir() if x.is_file() and x.name != "run.json")
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert json.loads((two / "run.json").read_text())["parameters"]["world_size"] == 2
 
 
 def _free_port():

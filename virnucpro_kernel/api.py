@@ -128,13 +128,14 @@ def predict(input, *, chunk_size: int, out, profile: str = "auto", gpus: int | N
             dtype: str | None = None, token_budget: int | None = None, attention: str = "auto", packing: bool = True,
             compile: bool = True, dedup: bool = True, gelu_epilogue: bool | None = None, save_features: bool = False,
             resume: bool = False, force: bool = False, unit_records: int | None = None, threads: int | None = None,
-            log_dir: str | None = None, quiet: bool = False) -> Run:
+            log_dir: str | None = None, quiet: bool = False) -> Run | None:
     """Classify the sequences of ``input`` (FASTA, plain or gzip) and write the run into ``out``; returns it.
 
     ``gpus``: None uses every visible GPU (one process per GPU under torchrun when more than one), 0 the CPU.
     ``profile``: ``auto``/``real`` (the published models; says which files are missing), ``demo`` (small,
     offline, not biologically meaningful) or ``random`` (benchmarks). ``out`` must be empty or absent unless
     ``resume`` (continue the run there) or ``force`` (start over). See ``virnucpro predict --help`` for the rest.
+    Under a ``torchrun`` you started yourself, only rank 0 returns the run (the others return None).
     """
     from .prediction import PredictSettings, predict as _predict
 
@@ -143,8 +144,10 @@ def predict(input, *, chunk_size: int, out, profile: str = "auto", gpus: int | N
                                token_budget=token_budget, attention=attention, packing=packing, compile=compile,
                                dedup=dedup, gelu_epilogue=gelu_epilogue, save_features=save_features, resume=resume,
                                force=force, unit_records=unit_records, threads=threads, log_dir=log_dir, quiet=quiet)
+    from .distributed import rank_info
+
     _predict(settings)
-    return load_run(out)
+    return load_run(out) if rank_info().is_main else None
 
 
 def call(run, *, threshold: float, out=None) -> Run:
