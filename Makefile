@@ -27,7 +27,7 @@ setup: $(STAMP) ## create .venv with the package, its extras and the Jupyter ker
 test: $(STAMP) ## run the whole suite: unit tests, CLI, distributed runs and every notebook (nbval)
 	$(PY) -m pytest tests --nbval-lax notebooks -q
 
-test-fast: $(STAMP) ## unit tests only, no notebooks and no multi-process runs
+test-fast: $(STAMP) ## unit tests only (about a minute): no notebooks, no whole-command or multi-process runs
 	$(PY) -m pytest tests -q -m "not distributed and not slow"
 
 report: $(STAMP) ## demo prediction + every notebook rendered into reports/$(PARAMS)/ (HTML + markdown)

@@ -7,6 +7,8 @@ import pytest
 from conftest import ROOT, run_cli
 from virnucpro_kernel.bench.schema import load_result
 
+pytestmark = pytest.mark.slow  # whole runs of the command in subprocesses: `make test` only
+
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):

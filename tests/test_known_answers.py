@@ -18,6 +18,9 @@ from safetensors.torch import save_file
 
 from conftest import FIXTURES, run_cli
 
+
+pytestmark = pytest.mark.slow  # whole runs of the command in subprocesses: `make test` only
+
 DNA = json.loads((FIXTURES / "dnabert_s_tiny_expected.json").read_text())
 ESM = json.loads((FIXTURES / "esm2_tiny_expected.json").read_text())
 

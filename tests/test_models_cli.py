@@ -1,9 +1,12 @@
+import pytest
 """``virnucpro models`` and ``virnucpro train`` as users run them."""
 
 import json
 
 from conftest import EXAMPLES, FIXTURES, ROOT, run_cli
 from virnucpro_kernel.models.profiles import git_blob_sha1
+
+pytestmark = pytest.mark.slow  # whole runs of the command in subprocesses: `make test` only
 
 
 def test_models_convert_and_load(tmp_path):

@@ -196,7 +196,7 @@ def test_load_dispatches_and_rejects_unknown_tables(tmp_path):
 
 
 def test_tools_side_by_side_on_the_same_labels(tmp_path):
-    from test_evaluate import LABELS, write_run
+    from test_evaluation import LABELS, write_run
 
     run = write_run(tmp_path / "run")  # A (virus) .65, B (others) .5, C (virus) .7, D (others) no frames
     gen = write(tmp_path / "g" / "x_virus_summary.tsv", GENOMAD_SUMMARY, [

@@ -16,6 +16,8 @@ import pytest
 from conftest import EXAMPLES, ROOT, run_cli
 from virnucpro_kernel.outputs import read_frames_parquet
 
+pytestmark = pytest.mark.slow  # whole runs of the command in subprocesses: `make test` only
+
 INPUT = EXAMPLES / "viralverify_test.fa"
 ROOT_DATA = ROOT / "virnucpro_kernel" / "data"
 

@@ -14,6 +14,8 @@ from conftest import EXAMPLES, run_cli
 from virnucpro_kernel.errors import VirNucProError
 from virnucpro_kernel.rundir import LOCK, RunLock, check_out_folder, clear_run
 
+pytestmark = pytest.mark.slow  # whole runs of the command in subprocesses: `make test` only
+
 INPUT = EXAMPLES / "viralverify_test.fa"
 BASE = ["--chunk-size", "300", "--profile", "demo", "--gpus", "0", "--quiet"]
 
