@@ -5,7 +5,8 @@ from conftest import EXAMPLES, FIXTURES
 
 def test_help_for_every_command(cli):
     for args in (["--help"], ["prepare", "--help"], ["predict", "--help"], ["train", "--help"],
-                 ["models", "--help"], ["models", "convert", "--help"], ["benchmark", "--help"]):
+                 ["models", "--help"], ["models", "convert", "--help"], ["benchmark", "--help"], ["call", "--help"],
+                 ["evaluate", "--help"], ["report", "--help"]):
         r = cli(*args)
         assert r.returncode == 0, (args, r.stderr)
         assert "usage:" in r.stdout
@@ -43,3 +44,11 @@ def test_bad_inputs_one_line_exit_2(cli, tmp_path):
     _assert_one_line_error(cli("prepare", FIXTURES / "classifier" / "500_model.pth", "--chunk-size", "300", "--out", out))
     _assert_one_line_error(cli("prepare", "--chunk-size", "300"), "required")
     assert not out.exists()
+
+
+def test_call_and_evaluate_refuse_what_is_not_a_run(cli, tmp_path):
+    _assert_one_line_error(cli("call", tmp_path, "--threshold", "0.3"), "no finished run")
+    _assert_one_line_error(cli("evaluate", tmp_path, "--truth", tmp_path / "x.tsv", "--out", tmp_path / "e"),
+                           "no finished run")
+    _assert_one_line_error(cli("evaluate", tmp_path, "--out", tmp_path / "e"), "--truth")
+    assert not (tmp_path / "e").exists()

@@ -324,6 +324,9 @@ def prepare(input_path, chunk_size: int, out_dir, block_bytes: int = DEFAULT_BLO
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes a private folder; the output folder follows the umask
     stats = PrepareStats()
     t0 = time.perf_counter()
     try:

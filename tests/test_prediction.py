@@ -207,34 +207,6 @@ def test_demo_run_says_so_where_users_read(single_run):
     assert headers and all(h.rstrip("\n").endswith(" [demo profile: not biologically meaningful]") for h in headers)
 
 
-def test_oom_batches_are_split_and_retried(caplog):
-    """A batch that runs out of GPU memory is split in two and retried (the OOM is injected: no GPU here)."""
-    import torch
-
-    from virnucpro_kernel.engine import EngineOptions, FramePipeline
-    from virnucpro_kernel.models.profiles import resolve_profile
-    from virnucpro_kernel.fasta import RecordBlock, iter_record_blocks
-
-    pipe = FramePipeline(resolve_profile("demo", 300), EngineOptions(chunk_size=300))
-    records = RecordBlock.concat(list(iter_record_blocks(EXAMPLES / "refseq_viral_frames_298bp.fa")))
-    prepared = pipe.prepare(0, records)
-    assert len(prepared.frames) > 2
-    expected = pipe.run(prepared).probs
-    real_forward = pipe._forward
-
-    def limited(model, ids, cu, max_len):
-        if cu.numel() - 1 > 1:
-            raise torch.cuda.OutOfMemoryError("injected")
-        return real_forward(model, ids, cu, max_len)
-
-    pipe._forward = limited
-    with caplog.at_level("WARNING", logger="virnucpro"):
-        got = pipe.run(prepared)
-    assert got.oom_splits >= 1
-    assert "ran out of GPU memory" in caplog.text
-    np.testing.assert_allclose(got.probs, expected, atol=1e-5)
-
-
 def _assert_clean_failure(r, out, *needles):
     assert r.returncode == 2, r.stderr
     last = r.stderr.strip().splitlines()[-1]
