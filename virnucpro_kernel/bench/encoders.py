@@ -1,15 +1,18 @@
 """Encoder benchmark: packed ESM-2 3B and DNABERT-S against the padded transformers peer, on one GPU.
 
-Random weights of the real shapes (the compute is that of the real weights) on the mixed-length
-workload of docs/performance-anchors.md: 3,000 proteins with lengths uniform in 30-166 residues, and
-their DNA frames (3 * len + 1 bp of random DNA) for DNABERT-S. MFU is measured against a dense bf16
+Random weights of the real shapes (the compute is that of the real weights) on a mixed-length workload:
+3,000 proteins with lengths uniform in 30-166 residues (the frames of 100-500-bp chunks), and their DNA
+frames (3 * len + 1 bp of random DNA) for DNABERT-S. MFU is measured against a dense bf16
 matrix product (8192^3) timed in the same run. Each stage: one untimed warm-up pass over the whole
 workload (it also triggers any compilation), then ``repeats`` timed passes; the median is reported
 with min and max. ``tiny=True`` runs small shapes (for tests on the CPU).
 
     from virnucpro_kernel.bench.encoders import run_encoder_benchmark
     result = run_encoder_benchmark("cuda")
-    result["esm2_packed_bf16"]["tokens_per_s"], result["ratios"], result["relative_error"]
+    result["esm2_packed_bfloat16_compiled"]["tokens_per_s"], result["ratios"], result["relative_error"]
+
+On a GPU the compiled ESM-2 stage is followed by ``esm2_route_*`` rows, each the compiled model with one speed
+route switched off or another attention kernel (``_route_rows``), and ``kernel_time``: where its GPU time goes.
 """
 
 from __future__ import annotations
