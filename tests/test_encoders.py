@@ -367,7 +367,7 @@ def edit_config(folder, **changes):
 
 @pytest.mark.parametrize("what, name", [("esm2", "esm2_tiny"), ("dnabert", "dnabert_s_tiny")])
 def test_config_with_ten_million_layers_is_refused_with_little_memory(tmp_path, what, name):
-    from test_classifier import load_in_child
+    from test_checkpoints import load_in_child
 
     folder = edit_config(copy_fixture(tmp_path, name), num_hidden_layers=10_000_000)
     result = load_in_child(what, folder, FIXTURES / name)

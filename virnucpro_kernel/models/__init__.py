@@ -9,8 +9,8 @@ _EXPORTS = {
     "DNABERTSEncoder": "dnabert_s",
     "DNABERTSConfig": "dnabert_s",
     "MLPClassifier": "classifier",
-    "load_classifier": "classifier",
-    "save_classifier": "classifier",
+    "load_classifier": "classifier_files",
+    "save_classifier": "classifier_files",
 }
 
 

@@ -15,29 +15,30 @@ are read lazily, so converting the weights to the target dtype and device happen
 Every read is bounded before anything is allocated: JSON files and pickles by size, pickles by nesting
 depth and by the globals they may name, zip archives by their directory and member sizes, and a
 config's shapes by :func:`config_int` limits (the models check their own configs with it). Whatever is
-wrong raises :class:`~virnucpro_kernel.errors.CheckpointError` with one line naming the file.
+wrong raises :class:`~virnucpro_kernel.errors.CheckpointError` with one line naming the file. The checks
+of pickles and torch zip archives themselves are in :mod:`.pickles`.
+
+Without a checkpoint, :func:`random_weights` gives an encoder deterministic random weights of its real
+shapes (the offline demo encoders, benchmarks).
 """
 
 from __future__ import annotations
 
-import _compat_pickle
 import json
 import math
 import os
 import pickle
-import pickletools
-import struct
-import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
 
 from ..errors import CheckpointError, UnsafeCheckpointError
+from .pickles import one_line, open_torch_zip, scan_pickle, short
 
 __all__ = [
     "resolve_checkpoint", "read_config", "weights_files", "read_state_dict", "select_weights", "to_device",
-    "check_values", "check_layer_count", "config_int", "config_float", "scan_pickle", "open_torch_zip", "LazyTensor",
+    "check_values", "check_layer_count", "config_int", "config_float", "LazyTensor", "random_weights",
 ]
 
 WEIGHT_FILES = (
@@ -51,17 +52,10 @@ WEIGHT_FILES = (
 MAX_JSON_BYTES = 1 << 20  # config.json is ~1 KB
 MAX_INDEX_BYTES = 16 << 20  # a shard index names every tensor once: ~60 KB for ESM-2 3B
 MAX_STATE_PICKLE_BYTES = 4 << 20  # data.pkl of a state dict: ~100 bytes a tensor (ESM-2 15B: ~100 KB)
-MAX_PICKLE_DEPTH = 64  # containers inside containers; a state dict or a pickled module needs ~12
-MAX_ZIP_DIRECTORY_BYTES = 16 << 20  # a torch zip has ~100 bytes of directory a tensor
 MAX_ABS_VALUE = 1e6  # |weight|: real ones stay below ~100 (the published classifier's largest is 1.94)
 #: Tensors of a pickled weights file may share storage (tied weights), but all of them together may not
 #: view more than this many times the file's own bytes (each would be copied when converted).
 MAX_VIEW_FACTOR = 2
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:300]
 
 
 # -- configs -----------------------------------------------------------------------------------------
@@ -77,7 +71,7 @@ def config_int(config: Mapping, key: str, lo: int, hi: int, source, default=_MIS
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise CheckpointError(f"{source}: field '{key}' is {_short(value)}, not an integer")
+        raise CheckpointError(f"{source}: field '{key}' is {short(value)}, not an integer")
     if not lo <= value <= hi:
         raise CheckpointError(f"{source}: field '{key}' is {value}, outside the supported range [{lo}, {hi}]")
     return value
@@ -89,19 +83,11 @@ def config_float(config: Mapping, key: str, lo: float, hi: float, source, defaul
     if value is _MISSING:
         raise CheckpointError(f"{source}: missing field '{key}'")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CheckpointError(f"{source}: field '{key}' is {_short(value)}, not a number")
+        raise CheckpointError(f"{source}: field '{key}' is {short(value)}, not a number")
     value = float(value)
     if not (math.isfinite(value) and lo < value < hi):
         raise CheckpointError(f"{source}: field '{key}' is {value!r}, not a finite number in ({lo:g}, {hi:g})")
     return value
-
-
-def _short(value) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001  (RecursionError on a deeply nested value, ...)
-        text = f"a {type(value).__name__}"
-    return " ".join(text.split())[:60]
 
 
 def _read_json(path: Path, limit: int, what: str):
@@ -113,7 +99,7 @@ def _read_json(path: Path, limit: int, what: str):
     except CheckpointError:
         raise
     except (OSError, ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: not a readable {what} ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable {what} ({one_line(exc)})") from None
 
 
 def resolve_checkpoint(path_or_id) -> Path:
@@ -163,10 +149,10 @@ def weights_files(path) -> list[Path]:
         try:
             shards = sorted(set(index["weight_map"].values()))
         except (KeyError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{first}: not a readable shard index (no weight_map: {_one_line(exc)})") from None
+            raise CheckpointError(f"{first}: not a readable shard index (no weight_map: {one_line(exc)})") from None
         for shard in shards:  # plain file names beside the index: never a path elsewhere
             if not isinstance(shard, str) or not shard or "/" in shard or "\\" in shard or shard.startswith("."):
-                raise CheckpointError(f"{first}: shard name {_short(shard)} is not a file name in the same folder")
+                raise CheckpointError(f"{first}: shard name {short(shard)} is not a file name in the same folder")
         missing = [s for s in shards if not (first.parent / s).is_file()]
         if missing:
             raise CheckpointError(f"{first}: shard file {missing[0]} is missing")
@@ -174,192 +160,7 @@ def weights_files(path) -> list[Path]:
     return [first]
 
 
-# -- pickles -----------------------------------------------------------------------------------------
-
-
-def python3_name(module: str, name: str) -> str:
-    """The dotted name a standard unpickler would import: Python 2 names (protocol <= 2 pickles write
-    ``__builtin__.eval``, ``commands.check_call``) are mapped as ``pickle``'s ``fix_imports`` does."""
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-    elif module in _compat_pickle.IMPORT_MAPPING:
-        module = _compat_pickle.IMPORT_MAPPING[module]
-    return f"{module}.{name}"
-
-
-_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
-_UPDATE_OPS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}  # alter the container below
-_REFUSED_OPS = {"EXT1", "EXT2", "EXT4", "NEXT_BUFFER", "READONLY_BUFFER", "PERSID"}
-
-
-def scan_pickle(data: bytes, source, allowed, kind: str, max_depth: int = MAX_PICKLE_DEPTH) -> int:
-    """Check a pickle without running it; returns its length in bytes (up to and including STOP).
-
-    Every opcode is read (``pickletools.genops``) and the stack is simulated symbolically: each global
-    named (``GLOBAL``, ``INST``, and ``STACK_GLOBAL`` whose two strings must be constants of the pickle)
-    must be in ``allowed``, else :class:`UnsafeCheckpointError`; every object built may nest at most
-    ``max_depth`` containers deep, else :class:`CheckpointError`. The depth bound matters because
-    CPython hashes nested tuples recursively in C, without a recursion check: a pickle of a few
-    hundred KB that uses a tuple nested a million deep as a dict key crashes the interpreter.
-    """
-    stack: list[tuple[int, object]] = []  # (nesting depth, the string when it is a known constant)
-    marks: list[int] = []
-    memo: dict[int, tuple[int, object]] = {}
-    end = 0
-
-    def refuse(qualname: str, written: str):
-        also = f" (written {written})" if written != qualname else ""
-        raise UnsafeCheckpointError(
-            f"{source}: refusing to load: the checkpoint imports {qualname}{also}, which is not an allowed "
-            f"global of {kind} (nothing in the file was run)"
-        )
-
-    def check_global(module: str, name: str):
-        qualname = python3_name(module, name)
-        if qualname not in allowed:
-            refuse(qualname, f"{module}.{name}")
-
-    try:
-        for op, arg, pos in pickletools.genops(data):
-            name = op.name
-            end = pos + 1
-            if name in _REFUSED_OPS:
-                raise CheckpointError(f"{source}: malformed pickle: opcode {name} is not used by torch.save")
-            if name == "MARK":
-                marks.append(len(stack))
-                continue
-            if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-                if not stack:
-                    raise ValueError(f"{name} on an empty stack")
-                memo[len(memo) if name == "MEMOIZE" else int(arg)] = stack[-1]
-                continue
-            if name in ("GET", "BINGET", "LONG_BINGET"):
-                if int(arg) not in memo:
-                    raise ValueError(f"memo entry {arg} read before it was written")
-                stack.append(memo[int(arg)])
-                continue
-            if name == "DUP":
-                stack.append(stack[-1])
-                continue
-            if name == "POP" and (not stack or (marks and marks[-1] == len(stack))):
-                marks.pop()
-                continue
-            if name in ("GLOBAL", "INST"):
-                module, _, qual = str(arg).partition(" ")
-                check_global(module, qual)
-            elif name == "STACK_GLOBAL":
-                if len(stack) < 2 or not isinstance(stack[-2][1], str) or not isinstance(stack[-1][1], str):
-                    raise UnsafeCheckpointError(
-                        f"{source}: refusing to load: the pickle imports a global whose name it computes "
-                        f"(nothing in the file was run)"
-                    )
-                check_global(stack[-2][1], stack[-1][1])
-            popped: list[tuple[int, object]] = []
-            before = op.stack_before
-            if pickletools.markobject in before:
-                if not marks:
-                    raise ValueError(f"{name} without a MARK")
-                at = marks.pop()
-                popped = stack[at:]
-                del stack[at:]
-                below = before.index(pickletools.markobject)
-            else:
-                below = len(before)
-            if below:
-                if len(stack) < below:
-                    raise ValueError(f"{name} on a stack of {len(stack)}")
-                popped = stack[len(stack) - below:] + popped
-                del stack[len(stack) - below:]
-            if not op.stack_after:
-                continue
-            if name in _UPDATE_OPS:
-                depth = max([popped[0][0]] + [d + 1 for d, _ in popped[1:]])
-            elif popped:
-                depth = 1 + max(d for d, _ in popped)
-            else:
-                depth = 0
-            if depth > max_depth:
-                raise CheckpointError(f"{source}: objects in the pickle are nested deeper than {max_depth} levels")
-            value = arg if name in _STRING_OPS and isinstance(arg, str) else None
-            stack.extend([(depth, value)] * len(op.stack_after))
-    except CheckpointError:
-        raise
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{source}: malformed pickle ({_one_line(exc)})") from None
-    return end
-
-
-def _zip_directory_size(fh, size: int) -> tuple[int, int]:
-    """``(entries, bytes)`` of a zip's central directory, from its end record (zip64 included)."""
-    tail_len = min(size, 22 + 65535 + 20)
-    fh.seek(size - tail_len)
-    tail = fh.read(tail_len)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        raise zipfile.BadZipFile("no end of central directory record")
-    entries, cd_size = struct.unpack("<HI", tail[at + 10: at + 16])
-    if (entries == 0xFFFF or cd_size == 0xFFFFFFFF) and at >= 20 and tail[at - 20: at - 16] == b"PK\x06\x07":
-        (offset,) = struct.unpack("<Q", tail[at - 12: at - 4])
-        fh.seek(offset)
-        record = fh.read(56)
-        if len(record) < 56 or record[:4] != b"PK\x06\x06":
-            raise zipfile.BadZipFile("bad zip64 end of central directory record")
-        entries, cd_size = struct.unpack("<QQ", record[32:48])
-    return entries, cd_size
-
-
-def open_torch_zip(path: Path, max_pickle_bytes: int) -> tuple[zipfile.ZipFile, str]:
-    """Open a torch zip checkpoint after checking its structure; returns ``(zip, prefix)`` (the caller
-    closes the zip). ``<prefix>data.pkl`` is the pickle, ``<prefix>data/<key>`` the storages.
-
-    Checked before any member is read: a directory of sane size, no name twice, every member stored
-    uncompressed (``torch.save`` never compresses; a compressed member is how a small file declares
-    gigabytes), every member inside the archive and all of them together no larger than the archive
-    (no overlapping members), and ``data.pkl`` at most ``max_pickle_bytes``. So no read of a member can
-    produce more bytes than the file holds."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            entries, cd_size = _zip_directory_size(fh, size)
-        if cd_size > MAX_ZIP_DIRECTORY_BYTES or entries > MAX_ZIP_DIRECTORY_BYTES // 46:
-            raise CheckpointError(f"{path}: zip directory of {entries} entries and {cd_size} bytes is too large "
-                                  f"for a checkpoint")
-        zf = zipfile.ZipFile(path)
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError, struct.error, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_one_line(exc)})") from None
-    try:
-        infos = zf.infolist()
-        names = [i.filename for i in infos]
-        if len(set(names)) != len(names):
-            raise CheckpointError(f"{path}: the zip holds a member name twice")
-        pkl = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
-        if len(pkl) != 1:
-            raise CheckpointError(f"{path}: not a torch zip checkpoint (no single <archive>/data.pkl in it)")
-        total = 0
-        for info in infos:
-            if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
-                raise CheckpointError(
-                    f"{path}: member {info.filename} is stored compressed ({info.compress_size} bytes for "
-                    f"{info.file_size}); torch.save never compresses, so this is not a torch checkpoint"
-                )
-            if info.header_offset + info.file_size > size:
-                raise CheckpointError(f"{path}: member {info.filename} declares {info.file_size} bytes, beyond "
-                                      f"the end of the {size}-byte file")
-            total += info.file_size
-        if total > size:
-            raise CheckpointError(f"{path}: its members declare {total} bytes in a {size}-byte file "
-                                  f"(overlapping members)")
-        pkl_size = zf.getinfo(pkl[0]).file_size
-        if pkl_size > max_pickle_bytes:
-            raise CheckpointError(f"{path}: data.pkl is {pkl_size} bytes, more than the {max_pickle_bytes} "
-                                  f"a checkpoint of this kind needs")
-    except BaseException:
-        zf.close()
-        raise
-    return zf, pkl[0][: -len("data.pkl")]
-
+# -- weight files ------------------------------------------------------------------------------------
 
 #: Globals a state-dict pickle (``torch.save(model.state_dict())``) names: containers, tensor rebuilders
 #: and storage types. Checked statically before torch's own weights-only unpickler runs, because that
@@ -401,13 +202,13 @@ def _read_file(file: Path) -> dict:
             handle = safe_open(str(file), framework="pt", device="cpu")
             return {key: LazyTensor(handle, key, file) for key in handle.keys()}
         except Exception as exc:
-            raise CheckpointError(f"{file}: not a readable safetensors file ({_one_line(exc)})") from None
+            raise CheckpointError(f"{file}: not a readable safetensors file ({one_line(exc)})") from None
     kind = "an encoder weights file"
     try:
         with open(file, "rb") as fh:
             head = fh.read(4)
     except OSError as exc:
-        raise CheckpointError(f"{file}: cannot read ({_one_line(exc)})") from None
+        raise CheckpointError(f"{file}: cannot read ({one_line(exc)})") from None
     # torch.load(weights_only=True) cannot be told to bound what it reads: it inflates data.pkl whole,
     # and its allowlist lets a pickle call set() and friends on tensors. So the archive and its pickle
     # are checked first (open_torch_zip, scan_pickle: nothing is run); then mmap=True makes every
@@ -418,7 +219,7 @@ def _read_file(file: Path) -> dict:
             try:
                 data = zf.read(prefix + "data.pkl")
             except Exception as exc:  # bad CRC, truncated member
-                raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({_one_line(exc)})") from None
+                raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({one_line(exc)})") from None
         scan_pickle(data, file, STATE_DICT_GLOBALS, kind)
         mmap = True
     elif head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
@@ -435,7 +236,7 @@ def _read_file(file: Path) -> dict:
         ) from None
     except (Exception, RecursionError, MemoryError) as exc:
         raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                              f"{_one_line(exc)})") from None
+                              f"{one_line(exc)})") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
@@ -470,6 +271,9 @@ def read_state_dict(path) -> dict:
     for file in weights_files(path):
         state.update(_read_file(file))
     return state
+
+
+# -- selecting and checking weights ------------------------------------------------------------------
 
 
 def check_layer_count(state: Mapping, num_layers: int, source, *, prefixes: Iterable[str] = (),
@@ -550,7 +354,7 @@ def to_device(value, device, dtype=None) -> torch.Tensor:
     try:
         tensor = value.load() if isinstance(value, LazyTensor) else value
     except Exception as exc:
-        raise CheckpointError(f"{what}: cannot be read ({_one_line(exc)})") from None
+        raise CheckpointError(f"{what}: cannot be read ({one_line(exc)})") from None
     if not isinstance(tensor, torch.Tensor):
         raise CheckpointError(f"{what}: expected a tensor, found {type(tensor).__name__}")
     if dtype is not None and tensor.is_floating_point():
@@ -558,6 +362,9 @@ def to_device(value, device, dtype=None) -> torch.Tensor:
     tensor = tensor.to(device)
     check_values(tensor, what)
     return tensor
+
+
+# -- random weights ----------------------------------------------------------------------------------
 
 
 def counter_uniform(n: int, key: int, device) -> torch.Tensor:

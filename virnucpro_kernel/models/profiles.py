@@ -121,7 +121,7 @@ class Profile:
         """(dnabert, esm, classifier) on ``device``; encoders in ``dtype``, classifier in fp32."""
         import torch
 
-        from .classifier import load_classifier
+        from .classifier_files import load_classifier
         from .dnabert_s import DNABERTSEncoder
         from .esm2 import ESM2Encoder
 
@@ -180,7 +180,7 @@ class Profile:
         chunk size; encoder weights are not read."""
         if self.classifier is None:
             return
-        from .classifier import load_classifier
+        from .classifier_files import load_classifier
 
         have = load_classifier(self.classifier).hidden_layer.in_features
         want = self.feature_size()
@@ -272,7 +272,7 @@ def classifier_chunk_size(path) -> int | None:
     for cs, (_, published) in CLASSIFIER_BLOBS.items():
         if blob == published:
             return cs
-    from .classifier import read_classifier_metadata
+    from .classifier_files import read_classifier_metadata
 
     try:
         value = read_classifier_metadata(path).get("chunk_size")
@@ -327,7 +327,7 @@ def download(target: Path | None = None, only=None) -> dict:
 def verify(profile_name="real", chunk_sizes=(300, 500)) -> list[tuple[str, str, str]]:
     """Check shapes and checksums; returns rows (model, status, detail). Loads configs and headers only."""
     from .checkpoints import read_config
-    from .classifier import read_classifier_metadata
+    from .classifier_files import read_classifier_metadata
     from .dnabert_s import DNABERTSConfig
     from .esm2 import ESM2Config
 
@@ -391,7 +391,7 @@ def _print_rows(rows):
 def models_command(args) -> int:
     action = args.models_command
     if action == "convert":
-        from .classifier import convert_checkpoint
+        from .classifier_files import convert_checkpoint
 
         out = convert_checkpoint(args.src, args.dst)
         print(f"wrote {out}")
