@@ -449,41 +449,19 @@ def write_outputs(
     features: np.ndarray | None = None,
     run_info: dict | None = None,
 ) -> pd.DataFrame:
-    """Write every output of ``predict`` into ``out_dir`` and return the per-sequence calls.
-
-    ``viral.fa`` needs ``records_iter`` and is skipped without it. ``run.json`` is written last (so its
-    presence means the other files are complete): ``run_info`` plus an ``outputs`` entry with the files
-    written and the counts of records, frames and calls (a caller's own ``outputs`` entry is kept).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    calls = with_profile(sequence_calls(frames, records, threshold), profile)  # validates before writing
+    """Write every output of ``predict`` from whole tables into ``out_dir`` (an :class:`OutputWriter` given one
+    part) and return the per-sequence calls. The tables are checked before anything is written. ``viral.fa``
+    needs ``records_iter`` and is skipped without it; ``run.json`` is written last."""
+    calls = with_profile(sequence_calls(frames, records, threshold), profile)
     if features is not None:
-        features = _check_features(features, len(frames))
-    write_prediction_results(frames, out / PREDICTION_RESULTS)
-    write_highestscore(frames, out / HIGHESTSCORE)
-    write_sequences_tsv(calls, out / SEQUENCES_TSV)
-    files = [PREDICTION_RESULTS, HIGHESTSCORE, SEQUENCES_TSV]
-    viral_written = None
-    if records_iter is not None:
-        viral_written = write_viral_fasta(records_iter, calls, out / VIRAL_FASTA, header_mark(profile))
-        files.append(VIRAL_FASTA)
-    write_frames_parquet(frames, out / FRAMES_PARQUET, features)
-    files.append(FRAMES_PARQUET)
-
-    info = dict(run_info or {})
-    counts = calls["call"].value_counts()
-    info.setdefault("outputs", {
-        "files": files + [RUN_JSON],
-        "threshold": threshold,
-        "records": len(calls),
-        "frames": len(frames),
-        "chunks_with_frames": int(calls["chunks_with_frames"].sum()),
-        "calls": {name: int(counts.get(name, 0)) for name in ("virus", "others", "no_frames")},
-        "viral_fasta_records": viral_written,
-        "features_saved": features is not None,
-    })
-    write_run_json(out / RUN_JSON, info)
+        _check_features(features, len(frames))
+    writer = OutputWriter(out_dir, threshold=threshold, profile=profile, records_iter=records_iter)
+    try:
+        writer.add(frames, records, features)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close(run_info)
     return calls
 
 

@@ -33,7 +33,6 @@ LOGS = "logs"
 #: Files and folders a ``predict`` run writes into its output folder (besides temporary ``.*.tmp`` files).
 RUN_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "sequences.tsv", "viral.fa",
              "frames.parquet", "run.json")
-CALL_FILES = ("sequences.tsv", "viral.fa")
 
 
 def _is_run_temp(name: str) -> bool:
@@ -196,9 +195,3 @@ def clear_run(out: Path, keep=(LOCK,)) -> list[str]:
             p.unlink(missing_ok=True)
         removed.append(p.name)
     return removed
-
-
-def make_folder(path: Path) -> Path:
-    """``mkdir -p`` that follows the user's umask (as ``mkdir`` does; never a private 0700 folder)."""
-    path.mkdir(parents=True, exist_ok=True)
-    return path
