@@ -192,6 +192,9 @@ def test_committed_results_reads_every_version(tmp_path):
                             tmp_path / "res")
         git("add", "res")
         git("commit", "-q", "-m", f"result {i}")
+    (tmp_path / "res" / "page.md").write_text("a page rendered from the results")
+    git("add", "res")
+    git("commit", "-q", "-m", "a page, the results unchanged")  # no new version of the results
     files = history.committed_results("res", root=tmp_path, cache=tmp_path / "cache")
     assert len(files) == 2 and all(f.is_relative_to(tmp_path / "cache") for f in files)
     assert len(history.load_results(files)) == 2

@@ -19,9 +19,10 @@ COMPARISON_COLUMNS = ["timestamp", "series", "metric", "baseline", "current", "c
 
 
 def committed_results(directory, root=None, cache=None) -> list[Path]:
-    """Every committed version of the JSON files under ``directory`` (``git log``), written to
-    ``cache/<commit>/<path>`` (default: ``virnucpro-history`` in the system's temporary folder) to be read like
-    any file. Outside git, or with nothing committed: an empty list."""
+    """Every distinct committed version of the JSON files under ``directory`` (``git log``, one file per blob:
+    a version committed unchanged again counts once), written to ``cache/<blob>/<path>`` (default:
+    ``virnucpro-history`` in the system's temporary folder) to be read like any file. Outside git, or with
+    nothing committed: an empty list."""
     root = repo_root(root)
     rel = repo_path(directory, root).resolve().relative_to(root).as_posix()
     cache = Path(cache) if cache else Path(tempfile.gettempdir()) / "virnucpro-history"
@@ -32,18 +33,22 @@ def committed_results(directory, root=None, cache=None) -> list[Path]:
     log = git("log", "--format=%H", "--", rel)
     if log.returncode != 0:
         return []
-    paths = []
+    blobs: dict[str, str] = {}  # blob -> path, in the order first seen
     for commit in log.stdout.split():
-        for name in git("ls-tree", "-r", "--name-only", commit, "--", rel).stdout.splitlines():
-            dst = cache / commit[:12] / name
-            if name.endswith(".json") and not dst.is_file():
-                shown = git("show", f"{commit}:{name}")
-                if shown.returncode != 0:
-                    continue
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_text(shown.stdout, encoding="utf-8")
+        for line in git("ls-tree", "-r", commit, "--", rel).stdout.splitlines():
+            meta, name = line.split("\t", 1)
             if name.endswith(".json"):
-                paths.append(dst)
+                blobs.setdefault(meta.split()[2], name)
+    paths = []
+    for blob, name in blobs.items():
+        dst = cache / blob[:16] / name
+        if not dst.is_file():
+            shown = git("cat-file", "blob", blob)
+            if shown.returncode != 0:
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(shown.stdout, encoding="utf-8")
+        paths.append(dst)
     return paths
 
 
@@ -141,8 +146,8 @@ def check_history(history: pd.DataFrame, comparisons: pd.DataFrame, required: bo
         return checks_table([("benchmark history present", False if required else None, "no result files found")])
     values = history["value"].astype(float)
     flagged = has_regression(comparisons.to_dict(orient="records"))
-    rows = [("history values finite", bool(np.isfinite(values).all()),
-             f"{len(values)} values from {history['file'].nunique()} result file(s)"),
+    distinct = len(history[["suite", "timestamp", "git_commit", "gpu_name", "n_gpus"]].drop_duplicates())
+    rows = [("history values finite", bool(np.isfinite(values).all()), f"{len(values)} values from {distinct} results"),
             ("every comparison has a verdict", bool(comparisons["verdict"].notna().all()),
              f"{len(comparisons)} comparisons" + (", regressions flagged above" if flagged else ""))]
     if required:
