@@ -31,7 +31,7 @@ test-fast: $(STAMP) ## unit tests only (about a minute): no notebooks, no whole-
 	$(PY) -m pytest tests -q -m "not distributed and not slow"
 
 report: $(STAMP) ## demo prediction + every notebook rendered into reports/$(PARAMS)/ (HTML + markdown)
-	$(PY) -m virnucpro_kernel.reports --params $(PARAMS) --out reports/$(PARAMS)
+	$(VENV)/bin/virnucpro report --params $(PARAMS)
 
 lab: $(STAMP) ## JupyterLab with the `virnucpro` kernel
 	$(VENV)/bin/jupyter lab notebooks/

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from conftest import ROOT
-from virnucpro_kernel import evaluation_plots
+from virnucpro_kernel.reports.plots import evaluation as evaluation_plots
 from virnucpro_kernel.errors import InputError
 from virnucpro_kernel.evaluation import (DEFAULT_LENGTH_BINS, Evaluation, Scores, average_precision, auroc, curves,
                                        demo_truth, evaluate, read_truth)
@@ -328,7 +328,7 @@ def test_figures_draw_and_say_when_empty(tmp_path):
     assert "calls only: own calls" in names
     only_virus = evaluate(write_run(tmp_path / "run2"), LABELS.assign(label="virus"))
     assert "needs both" in evaluation_plots.roc_curve(only_virus).layout.annotations[0].text
-    from virnucpro_kernel.plots import to_png
+    from virnucpro_kernel.reports.figure import to_png
 
     assert to_png(evaluation_plots.metrics_by_length(ev))[:4] == b"\x89PNG"
 
