@@ -868,13 +868,16 @@ def history_table(files) -> pd.DataFrame:
     return history
 
 
-def regression_table(results: list[tuple[str, dict]], threshold: float = 0.10) -> pd.DataFrame:
-    """Each result compared with the previous one of the same suite, hardware and workload
-    (``bench.regression.compare``: a figure worse by more than ``threshold`` and the noise is a
-    ``REGRESSION``). Columns: ``timestamp, series, metric, baseline, current, change_pct, noise_pct,
-    verdict, commit, baseline_commit``."""
-    from .bench.regression import compare
+def regression_table(results: list[tuple[str, dict]], threshold: float | None = None) -> pd.DataFrame:
+    """Each result compared with the previous one of the same suite, hardware and workload, by the rule of
+    ``virnucpro benchmark --compare-to`` (``bench.regression.compare``, threshold 10% by default): a figure
+    is a ``REGRESSION`` when it slowed by more than the threshold and the noise of both runs; figures with
+    too few repetitions or too short to time are listed with the reason and not judged. Columns:
+    ``timestamp, series, metric, baseline, current, change_pct, noise_pct, verdict, reason, commit,
+    baseline_commit``."""
+    from .bench.regression import DEFAULT_THRESHOLD, compare
 
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     groups: dict[tuple, list] = {}
     for source, res in results:
         hw, wl = res.get("hardware") or {}, res.get("workload") or {}
@@ -891,10 +894,10 @@ def regression_table(results: list[tuple[str, dict]], threshold: float = 0.10) -
                              "series": f"{suite}/{figure} [{_hardware_label(gpu, n)}]", "metric": row["metric"],
                              "baseline": row["baseline"], "current": row["current"],
                              "change_pct": row["change_pct"], "noise_pct": row["noise_pct"], "verdict": row["verdict"],
-                             "commit": str(cur.get("git_commit"))[:12],
+                             "reason": row["reason"], "commit": str(cur.get("git_commit"))[:12],
                              "baseline_commit": str(prev.get("git_commit"))[:12]})
-    columns = ["timestamp", "series", "metric", "baseline", "current", "change_pct", "noise_pct", "verdict", "commit",
-               "baseline_commit"]
+    columns = ["timestamp", "series", "metric", "baseline", "current", "change_pct", "noise_pct", "verdict", "reason",
+               "commit", "baseline_commit"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -906,23 +909,28 @@ def run_history_demo(out, suite: str = "prepare", runs: int = 2, data_size: str 
 
 
 def regressions(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """The comparisons flagged ``REGRESSION``, worst first."""
+    """The comparisons flagged ``REGRESSION`` (``bench.regression``'s verdict), worst first."""
     flagged = comparisons[comparisons["verdict"] == "REGRESSION"]
     return flagged.sort_values("change_pct", key=lambda c: -c.abs(), kind="stable")
 
 
 def check_history(history: pd.DataFrame, comparisons: pd.DataFrame, required: bool = True) -> pd.DataFrame:
     """Assertions of the regression notebook: a history exists, its values are finite, every comparison has a
-    verdict (flagged regressions are reported, not failed)."""
-    from .bench.regression import VERDICTS
+    verdict of ``bench.regression`` and every figure left out of the verdict says why (flagged regressions are
+    reported, not failed)."""
+    from .bench.regression import JUDGED, VERDICTS
 
     if history is None or len(history) == 0:
         return checks_table([("benchmark history present", False if required else None, "no result files found")])
     values = history["value"].astype(float)
+    left_out = comparisons[~comparisons["verdict"].isin(JUDGED)]
+    reasons = left_out["reason"] if "reason" in comparisons else pd.Series([""] * len(left_out), dtype=object)
     rows = [("history values finite", bool(np.isfinite(values).all()), f"{len(values)} values from "
              f"{history['file'].nunique()} result file(s)"),
             ("every comparison has a verdict", bool(comparisons["verdict"].isin(VERDICTS).all()),
-             f"{len(comparisons)} comparisons")]
+             f"{len(comparisons)} comparisons, {len(comparisons) - len(left_out)} judged"),
+            ("figures left out of the verdict say why", bool(reasons.fillna("").astype(str).str.len().gt(0).all()),
+             f"{len(left_out)} left out")]
     if required:
         rows.append(("at least one comparison made", len(comparisons) > 0, f"{len(comparisons)} comparisons"))
     return checks_table(rows, "history checks")
