@@ -19,10 +19,15 @@ of notebook 04, ``reports.regression_table``):
   same work per call. Otherwise its figures are listed with the verdict ``too few repetitions``, ``too short to
   compare`` or ``not comparable`` (older result files without a repetition count, or different work per
   repetition) and a reason, and never count as a regression.
-* **noise** = ``spread_baseline + spread_current + REL_FLOOR + ABS_FLOOR_S / shortest timed repetition``: the
-  spreads of both runs (each run's median may sit anywhere in its own range, and a busy machine widens both),
-  plus a 2% floor for the drift one run's spread cannot show and a 1 ms floor for the timer's jitter (clock
-  granularity, scheduling), relative to the shorter side's timed repetition.
+* **noise** = ``spread_baseline + spread_current + REL_FLOOR + ABS_FLOOR_S / shortest timed repetition
+  [+ BUSY_WIDENING * busy]``: the spreads of both runs (each run's median may sit anywhere in its own range,
+  and a busy machine widens both), plus a 2% floor for the drift one run's spread cannot show and a 1 ms floor
+  for the timer's jitter (clock granularity, scheduling), relative to the shorter side's timed repetition.
+  For CPU time only: ``busy = max(0, 1 - 2 * share)``, where ``share`` (the lower of the two runs') is the CPU
+  time over the wall-clock time of the repetitions. A run that had a core less than half of the time ran on an
+  oversubscribed machine, where even CPU time grows with the others' use of caches and memory: the band widens
+  by up to 20% (on a shared 2-core machine at load 3 to 8, 4 of 696 run-to-run comparisons of one commit's
+  stages fell outside the band without it, all from runs that had a core 18-27% of the time; none with it).
 * **slowdown** = time per unit of work, current over baseline, minus 1: ``time_current / time_baseline - 1``,
   and for tokens/s ``tokens_per_s_baseline / tokens_per_s_current - 1`` (so a stage's figures agree).
 * ``REGRESSION`` when slowdown > ``max(threshold, noise)`` (threshold 10%); ``better`` when the speed-up (the
@@ -48,6 +53,7 @@ DEFAULT_THRESHOLD = 0.10
 MIN_REPETITIONS = 3
 REL_FLOOR = 0.02
 ABS_FLOOR_S = 0.001
+BUSY_WIDENING = 0.20
 MIN_TIMED_S = 0.010
 REL_ERROR_ABS_TOL = 1e-6
 JUDGED = ("ok", "better", "REGRESSION")
@@ -59,16 +65,22 @@ VERDICTS = JUDGED + (TOO_SHORT, TOO_FEW, NOT_COMPARABLE, NOT_JUDGED)
 
 
 def rule_text(threshold: float = DEFAULT_THRESHOLD) -> str:
-    """The verdict rule in one paragraph (printed under every comparison table)."""
-    return (f"Rule: medians of the repetitions are compared (for work on the CPU, the CPU time of the process, "
-            f"which does not count waiting for a core; its wall-clock figures are listed, not judged). "
-            f"slowdown = current / baseline time per unit of work - 1. noise = spread baseline + spread current "
-            f"+ {100 * REL_FLOOR:.0f}% + {1000 * ABS_FLOOR_S:g} ms / shortest timed repetition, where spread = "
-            f"(max - min) / median of a run's repetitions. REGRESSION when slowdown > max({100 * threshold:.0f}%, "
-            f"noise); better when the speed-up exceeds that bound. Judged only with >= {MIN_REPETITIONS} "
-            f"repetitions on each side and timed repetitions >= {1000 * MIN_TIMED_S:g} ms; other figures are "
-            f"listed with the reason, not judged. Relative errors: REGRESSION when up by more than "
-            f"{100 * threshold:.0f}% and by more than {REL_ERROR_ABS_TOL:g}.")
+    """The verdict rule, a few lines of markdown (printed under every comparison table)."""
+    t = f"{100 * threshold:.0f}%"
+    return "\n".join([
+        f"Rule (threshold {t}):",
+        "- compared: the medians of the repetitions; work on the CPU is judged on the CPU time of the process "
+        "(waiting for a core does not count), its wall-clock figures are listed, not judged",
+        "- slowdown = current / baseline time per unit of work - 1",
+        f"- noise = spread of the baseline + spread of the current run + {100 * REL_FLOOR:.0f}% + "
+        f"{1000 * ABS_FLOOR_S:g} ms / shortest timed repetition, spread = (max - min) / median of a run's "
+        f"repetitions; for CPU time, + {100 * BUSY_WIDENING:.0f}% x max(0, 1 - 2 x CPU time / wall time) of the "
+        "run that had a core least",
+        f"- REGRESSION when slowdown > max({t}, noise); better when the speed-up exceeds that bound",
+        f"- judged only with >= {MIN_REPETITIONS} repetitions on each side and timed repetitions >= "
+        f"{1000 * MIN_TIMED_S:g} ms; other figures are listed with the reason",
+        f"- relative errors: REGRESSION when up by more than {t} and by more than {REL_ERROR_ABS_TOL:g}",
+    ])
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -114,6 +126,22 @@ def stage_time(stage: dict, cpu: bool = False) -> float | None:
     return _finite(stage.get("seconds"))
 
 
+def cpu_share(stage: dict) -> float | None:
+    """CPU time over wall-clock time of a stage's repetitions (1 for a single-threaded stage that had a core all
+    the time, lower when it waited for one; more than 1 with several busy threads); None without both."""
+    cpu, wall = stage.get("cpu_seconds_all"), stage.get("seconds_all")
+    if not isinstance(cpu, list) or not isinstance(wall, list) or len(cpu) != len(wall) or sum(wall) <= 0:
+        return None
+    return sum(cpu) / sum(wall)
+
+
+def busy(base: dict, cur: dict) -> float:
+    """``max(0, 1 - 2 * share)`` for the lower CPU share of the two runs: 0 when both had a core at least half
+    of the time, up to 1 when one hardly had one."""
+    shares = [s for s in (cpu_share(base), cpu_share(cur)) if s is not None]
+    return max(0.0, 1.0 - 2.0 * min(shares)) if shares else 0.0
+
+
 def timed_seconds(stage: dict, cpu: bool = False) -> float | None:
     """Length of one timed repetition: the median time per call times ``loops`` (calls per repetition, 1 when
     not recorded)."""
@@ -149,7 +177,10 @@ def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[float | None,
         return None, TOO_SHORT, (f"timed repetition {1000 * min(t_base, t_cur):.3g} ms in "
                                  f"{_side(t_base < MIN_TIMED_S, t_cur < MIN_TIMED_S)}, "
                                  f"under {1000 * MIN_TIMED_S:g} ms")
-    return s_base + s_cur + REL_FLOOR + ABS_FLOOR_S / min(t_base, t_cur), None, ""
+    noise = s_base + s_cur + REL_FLOOR + ABS_FLOOR_S / min(t_base, t_cur)
+    if cpu:
+        noise += BUSY_WIDENING * busy(base, cur)
+    return noise, None, ""
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -332,7 +363,7 @@ def comparison_record(rows: list[dict], baseline_path, threshold: float = DEFAUL
     notes = list(notes)
     return {"baseline": str(baseline_path), "threshold": threshold, "regression": has_regression(rows),
             "rule": {"threshold": threshold, "min_repetitions": MIN_REPETITIONS, "rel_floor": REL_FLOOR,
-                     "abs_floor_s": ABS_FLOOR_S, "min_timed_s": MIN_TIMED_S,
+                     "abs_floor_s": ABS_FLOOR_S, "busy_widening": BUSY_WIDENING, "min_timed_s": MIN_TIMED_S,
                      "rel_error_abs_tol": REL_ERROR_ABS_TOL, "text": rule_text(threshold)},
             "judged": sum(r["verdict"] in JUDGED for r in rows),
             "rows": rows, "notes": notes, "table": format_table(rows, threshold, notes)}
