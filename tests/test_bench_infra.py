@@ -151,6 +151,23 @@ def test_time_repeated_loops_short_calls(monkeypatch):
     assert entry["loops"] == 60 and entry["repetitions"] == 3 and entry["cpu_seconds_all"] == t["cpu_seconds_all"]
     assert entry["tokens_per_s"] == pytest.approx(150_000)
     assert regression.timed_seconds(entry) == pytest.approx(0.06)
+    # with a probe: a block of probe calls (at least probe_seconds) before each repetition
+    clock = FakeClock(0.001)
+    monkeypatch.setattr(timing, "time", clock)
+    probed = []
+
+    def probe():
+        probed.append(clock.now)
+        clock.now += 0.004
+
+    t = timing.time_repeated(clock.work, repetitions=3, warmup=0, device="cpu", min_seconds=0.05, probe=probe,
+                             probe_seconds=0.02)
+    assert t["probe_cpu_seconds_all"] == pytest.approx([0.004] * 3) and t["probe"] == "probe"
+    k = (len(probed) - 1) // 4  # calibration: 1 call, then k; then k before each of the 3 repetitions
+    assert len(probed) == 1 + 4 * k and k * 0.004 >= 0.02 and t["seconds"] == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="host work"):
+        timing.time_repeated(clock.work, device="cuda:0" if torch.cuda.is_available() else "meta", probe=probe)
+    assert isinstance(timing.machine_probe(), int) and timing.PROBE_ID == "machine_probe v1"
     # a call already longer than min_seconds runs once per repetition
     slow = FakeClock(0.2)
     monkeypatch.setattr(timing, "time", slow)
@@ -332,17 +349,19 @@ def _result(tokens_per_s=1000.0, seconds=1.0, lo=0.99, hi=1.01, suite="encoders"
     return res
 
 
-def _run(seconds=1.0, spread=0.0, reps=5, cpu=None, cpu_spread=0.0, loops=1, tokens=150_000, stage="prepare_vectorized",
-         suite="prepare"):
+def _run(seconds=1.0, spread=0.0, reps=5, cpu=None, cpu_spread=0.0, loops=1, tokens=150_000, probe=0.01,
+         stage="prepare_vectorized", suite="prepare"):
     """A result with one stage timed ``reps`` times (median ``seconds``, range ``spread``), with CPU times
-    (median ``cpu``, range ``cpu_spread``) when ``cpu`` is given, as the prepare suite writes them."""
+    (median ``cpu``, range ``cpu_spread``) and a steady machine probe (``probe`` seconds per call) when
+    ``cpu`` is given, as the prepare suite writes them."""
     res = schema.new_result(suite, ["virnucpro", "benchmark", "--suite", suite],
                             hardware={"gpu_name": None, "n_gpus": 0, "cpu": "x", "cpu_count": 2},
                             workload={"name": "medium", "reads": 1000, "frames": 1600, "tokens": 84_000})
     timing_ = timing.summarize_seconds(_samples(seconds, spread, reps))
     timing_.update(repetitions=reps, loops=loops)
     if cpu is not None:
-        timing_["cpu_seconds_all"] = _samples(cpu, cpu_spread, reps)
+        timing_.update(cpu_seconds_all=_samples(cpu, cpu_spread, reps), probe=timing.PROBE_ID,
+                       probe_cpu_seconds_all=[probe] * reps)
     res["stages"][stage] = schema.stage_entry(timing_, tokens=tokens, sequences=1000, path="optimized")
     return schema.validate_result(res)
 
@@ -457,7 +476,7 @@ def test_planted_slowdown_is_flagged():
     assert regression.has_regression(rows)
     row = next(r for r in rows if r["figure"] == "esm2.tokens_per_s")
     assert row["change_pct"] == pytest.approx(-20.0) and row["worse_pct"] == pytest.approx(25.0)
-    assert row["noise_pct"] == pytest.approx(100 * (0.02 + 0.02 / 1.25 + regression.REL_FLOOR + 0.001 / 1.0))
+    assert row["noise_pct"] == pytest.approx(100 * (0.02 + regression.REL_FLOOR + 0.001 / 1.0))  # max(2%, 1.6%)
     table = regression.format_table(rows)
     assert table.startswith("| figure | baseline | current | change | noise (±) | repetitions | verdict |")
     assert "**REGRESSION**" in table and "-20.0%" in table and "**4 regressions** in 5 judged figures" in table
@@ -528,16 +547,16 @@ def test_compare_to_exit_status_at_9_and_11_percent(monkeypatch, tmp_path, capsy
     assert written["comparison"]["rule"]["min_repetitions"] == 3
 
 
-def test_noise_comes_from_both_runs_spreads():
+def test_noise_is_the_larger_of_both_runs_spreads():
     for base, cur in ((_run(spread=0.3), _run(seconds=1.25)), (_run(), _run(seconds=1.25, spread=0.3))):
         rows = regression.compare(cur, base)
-        assert _verdicts(rows)["prepare_vectorized.seconds"] == "ok"  # 25% slower, inside 30% + 0% + floors
+        assert _verdicts(rows)["prepare_vectorized.seconds"] == "ok"  # 25% slower, inside 30% + floors
         assert rows[0]["noise_pct"] == pytest.approx(100 * (0.3 + regression.REL_FLOOR + 0.001), rel=0.02)
-    rows = regression.compare(_run(seconds=1.25, spread=0.1), _run(spread=0.1))
-    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.1 + 0.1 + regression.REL_FLOOR + 0.001), rel=0.01)
-    assert _verdicts(rows)["prepare_vectorized.seconds"] == "REGRESSION"  # 25% > 22%
-    assert _verdicts(regression.compare(_run(seconds=1.25, spread=0.12), _run(spread=0.12)))[
-        "prepare_vectorized.seconds"] == "ok"  # 25% < 26%
+    rows = regression.compare(_run(seconds=1.25, spread=0.1), _run(spread=0.2))
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.2 + regression.REL_FLOOR + 0.001), rel=0.01)
+    assert _verdicts(rows)["prepare_vectorized.seconds"] == "REGRESSION"  # 25% > 22.1%
+    assert _verdicts(regression.compare(_run(seconds=1.25, spread=0.24), _run(spread=0.05)))[
+        "prepare_vectorized.seconds"] == "ok"  # 25% < 26.1%
 
 
 def test_identical_medians_with_realistic_spread_never_flag():
@@ -609,21 +628,34 @@ def test_older_results_without_repetitions_are_not_comparable():
             assert r["verdict"] == "ok" or r["reason"]
 
 
-def test_host_stages_are_judged_on_cpu_time():
+def test_host_stages_are_judged_on_cpu_time_against_the_machine_probe():
     base = _run(seconds=1.0, spread=0.05, cpu=0.9, cpu_spread=0.05)
-    busy = _run(seconds=3.0, spread=0.05, cpu=0.92, cpu_spread=0.05)  # waited for a core, did the same work
+    busy = _run(seconds=1.6, spread=0.05, cpu=0.92, cpu_spread=0.05)  # waited for a core, did the same work
     v = _verdicts(regression.compare(busy, base))
     assert v == {"prepare_vectorized.cpu_seconds": "ok", "prepare_vectorized.tokens_per_s": "not judged",
                  "prepare_vectorized.seconds": "not judged"}
     slower = _run(seconds=1.0, spread=0.05, cpu=1.2, cpu_spread=0.05)  # 33% more work, wall clock unchanged
     rows = regression.compare(slower, base)
     assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"
-    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.05 + 0.05 + regression.REL_FLOOR + 0.001 / 0.9),
-                                                 rel=1e-6)
-    # CPU time on one side only (a baseline written before it was recorded): judged on the wall clock
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.05 + regression.REL_FLOOR + 0.001 / 0.9), rel=1e-6)
+    assert rows[0]["machine_pct"] == pytest.approx(0.0) and rows[0]["worse_pct"] == pytest.approx(100 / 3)
+    # the machine itself 40% slower (the probe too): the same code, not a regression
+    drift = _run(seconds=1.4, spread=0.05, cpu=1.26, cpu_spread=0.05, probe=0.014)
+    rows = regression.compare(drift, base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
+    assert rows[0]["change_pct"] == pytest.approx(40.0) and rows[0]["machine_pct"] == pytest.approx(40.0)
+    assert rows[0]["worse_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert "(machine +40.0%: slowdown +0.0%)" in regression.format_table(rows)
+    # 30% more work on a machine 40% slower: still a regression
+    both = _run(seconds=1.8, spread=0.05, cpu=1.26 * 1.3, cpu_spread=0.05, probe=0.014)
+    assert _verdicts(regression.compare(both, base))["prepare_vectorized.cpu_seconds"] == "REGRESSION"
+    # CPU time on one side only (a baseline written before it was recorded): not comparable, not the wall clock
     old = _run(seconds=1.0, spread=0.05)
-    assert _verdicts(regression.compare(busy, old)) == {"prepare_vectorized.tokens_per_s": "REGRESSION",
-                                                        "prepare_vectorized.seconds": "REGRESSION"}
+    rows = regression.compare(busy, old)
+    assert set(_verdicts(rows).values()) == {"not comparable"} and "older result file" in rows[0]["reason"]
+    other_probe = _run(seconds=1.0, spread=0.05, cpu=0.9, cpu_spread=0.05)
+    other_probe["stages"]["prepare_vectorized"]["probe"] = "machine_probe v0"
+    assert _verdicts(regression.compare(busy, other_probe))["prepare_vectorized.cpu_seconds"] == "not comparable"
 
 
 def test_busy_machine_widens_the_cpu_time_band():
@@ -631,14 +663,14 @@ def test_busy_machine_widens_the_cpu_time_band():
     base = _run(seconds=1.0, spread=0.02, cpu=0.95, cpu_spread=0.02)
     stage = base["stages"]["prepare_vectorized"]
     assert regression.busy(stage, stage) == 0.0 and regression.cpu_share(stage) == pytest.approx(0.95)
-    crowded = _run(seconds=5.0, spread=0.02, cpu=1.1, cpu_spread=0.02)  # 16% more CPU time, a core 22% of the time
-    share = 1.1 / 5.0
+    crowded = _run(seconds=5.0, spread=0.02, cpu=1.08, cpu_spread=0.02)  # 14% more CPU time, a core 22% of the time
+    share = 1.08 / 5.0
     assert regression.busy(stage, crowded["stages"]["prepare_vectorized"]) == pytest.approx(1 - 2 * share)
     rows = regression.compare(crowded, base)
-    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.04 + regression.REL_FLOOR + 0.001 / 0.95
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.02 + regression.REL_FLOOR + 0.001 / 0.95
                                                         + regression.BUSY_WIDENING * (1 - 2 * share)))
     assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
-    calm = _run(seconds=1.3, spread=0.02, cpu=1.1, cpu_spread=0.02)  # the same CPU time with a core to itself
+    calm = _run(seconds=1.2, spread=0.02, cpu=1.08, cpu_spread=0.02)  # the same CPU time with a core to itself
     assert _verdicts(regression.compare(calm, base))["prepare_vectorized.cpu_seconds"] == "REGRESSION"
     assert regression.busy({"seconds_all": [1.0]}, {}) == 0.0  # no CPU time: no widening
 

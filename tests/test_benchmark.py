@@ -34,7 +34,8 @@ def test_every_suite_writes_a_valid_result(bench_dir, suite):
             assert st["repetitions"] == 1 and "not judged" in st["notes"], name
     if suite == "prepare":  # host work: CPU time recorded, short calls timed several at a time
         for st in result["stages"].values():
-            assert len(st["cpu_seconds_all"]) == st["repetitions"] and st["loops"] >= 1
+            assert len(st["cpu_seconds_all"]) == len(st["probe_cpu_seconds_all"]) == st["repetitions"]
+            assert st["probe"] == "machine_probe v1" and st["loops"] >= 1
             assert st["cpu_seconds"] * st["loops"] >= 0.25 * 0.5  # a quarter second of CPU time, give or take
 
 

@@ -7,29 +7,30 @@ is better; one figure, or one per key).
 The rule (``compare``; one implementation for ``virnucpro benchmark --compare-to`` and for the history tables
 of notebook 04, ``reports.regression_table``):
 
-* **Clock.** A stage timed on the CPU is judged on the CPU time of the benchmark process (``cpu_seconds``,
-  ``timing.time_repeated``) when both sides recorded it: the wall clock also counts the time the process
-  waited for a core, which on a shared machine depends on the other work there, not on the code. Its wall-clock
-  figures (``seconds``, ``tokens_per_s``) are listed as ``not judged``. Other stages (GPU work, older files)
-  are judged on ``seconds`` and ``tokens_per_s``.
-* **Figures.** A stage's figure is the **median** of its repetitions (per call when a repetition runs the work
+* **What is compared.** The **median** of a stage's repetitions (per call when a repetition runs the work
   several times, ``loops``). Its **spread** is ``(max - min) / median`` of those repetitions.
+* **Work on the CPU** (stages with ``cpu_seconds_all`` and ``probe_cpu_seconds_all``, ``timing.time_repeated``)
+  is judged on the CPU time of the benchmark process, divided repetition by repetition by the CPU time of a
+  fixed piece of work timed just before it (``timing.machine_probe``): the wall clock also counts the time the
+  process waited for a core, and on a shared or virtual machine even CPU time drifts by tens of percent between
+  runs with the machine's state (clock speed, other work on the caches), which the probe sees as well. Its
+  wall-clock figures (``seconds``, ``tokens_per_s``) are listed as ``not judged``. A host stage with CPU time in
+  one run only (an older file) is ``not comparable``. Other stages (GPU work) are judged on ``seconds`` and
+  ``tokens_per_s``.
 * **Gate.** A stage is judged only when both sides have at least ``MIN_REPETITIONS`` (3) repetitions, a
   recorded spread, timed repetitions of at least ``MIN_TIMED_S`` (10 ms: median times ``loops``) and the
   same work per call. Otherwise its figures are listed with the verdict ``too few repetitions``, ``too short to
-  compare`` or ``not comparable`` (older result files without a repetition count, or different work per
+  compare`` or ``not comparable`` (older result files without a repetition count, different work per
   repetition) and a reason, and never count as a regression.
-* **noise** = ``spread_baseline + spread_current + REL_FLOOR + ABS_FLOOR_S / shortest timed repetition
-  [+ BUSY_WIDENING * busy]``: the spreads of both runs (each run's median may sit anywhere in its own range,
-  and a busy machine widens both), plus a 2% floor for the drift one run's spread cannot show and a 1 ms floor
-  for the timer's jitter (clock granularity, scheduling), relative to the shorter side's timed repetition.
-  For CPU time only: ``busy = max(0, 1 - 2 * share)``, where ``share`` (the lower of the two runs') is the CPU
-  time over the wall-clock time of the repetitions. A run that had a core less than half of the time ran on an
-  oversubscribed machine, where even CPU time grows with the others' use of caches and memory: the band widens
-  by up to 20% (on a shared 2-core machine at load 3 to 8, 4 of 696 run-to-run comparisons of one commit's
-  stages fell outside the band without it, all from runs that had a core 18-27% of the time; none with it).
-* **slowdown** = time per unit of work, current over baseline, minus 1: ``time_current / time_baseline - 1``,
-  and for tokens/s ``tokens_per_s_baseline / tokens_per_s_current - 1`` (so a stage's figures agree).
+* **noise** = ``max(spread_baseline, spread_current) + REL_FLOOR + ABS_FLOOR_S / shortest timed repetition
+  [+ BUSY_WIDENING * busy]``: the larger of the two runs' spreads, plus a 2% floor for the drift one run's
+  spread cannot show and a 1 ms floor for the timer's jitter (clock granularity, scheduling), relative to the
+  shorter side's timed repetition. For work on the CPU only: ``busy = max(0, 1 - 2 * share)``, where
+  ``share`` (the lower of the two runs') is the CPU time over the wall-clock time of the repetitions: a run
+  that had a core less than half of the time ran on an oversubscribed machine, where CPU time also grows with
+  the others' use of caches and memory, and the band widens by up to 20%.
+* **slowdown** = time per unit of work, current over baseline, minus 1 (machine-normalised for work on the
+  CPU); for tokens/s ``tokens_per_s_baseline / tokens_per_s_current - 1``, so a stage's figures agree.
 * ``REGRESSION`` when slowdown > ``max(threshold, noise)`` (threshold 10%); ``better`` when the speed-up (the
   same ratio the other way) exceeds that bound; ``ok`` otherwise.
 * Relative errors are not timings (one deterministic figure per run, no repetitions): worse by x is the
@@ -70,11 +71,12 @@ def rule_text(threshold: float = DEFAULT_THRESHOLD) -> str:
     return "\n".join([
         f"Rule (threshold {t}):",
         "- compared: the medians of the repetitions; work on the CPU is judged on the CPU time of the process "
-        "(waiting for a core does not count), its wall-clock figures are listed, not judged",
+        "divided, repetition by repetition, by that of a fixed probe timed just before it (the machine's speed); "
+        "its wall-clock figures are listed, not judged",
         "- slowdown = current / baseline time per unit of work - 1",
-        f"- noise = spread of the baseline + spread of the current run + {100 * REL_FLOOR:.0f}% + "
+        f"- noise = max(spread of the baseline, spread of the current run) + {100 * REL_FLOOR:.0f}% + "
         f"{1000 * ABS_FLOOR_S:g} ms / shortest timed repetition, spread = (max - min) / median of a run's "
-        f"repetitions; for CPU time, + {100 * BUSY_WIDENING:.0f}% x max(0, 1 - 2 x CPU time / wall time) of the "
+        f"repetitions; on the CPU, + {100 * BUSY_WIDENING:.0f}% x max(0, 1 - 2 x CPU time / wall time) of the "
         "run that had a core least",
         f"- REGRESSION when slowdown > max({t}, noise); better when the speed-up exceeds that bound",
         f"- judged only with >= {MIN_REPETITIONS} repetitions on each side and timed repetitions >= "
@@ -93,25 +95,39 @@ def repetitions(stage: dict) -> int | None:
     return int(n) if n is not None else None
 
 
+def _list(stage: dict, key: str) -> list | None:
+    value = stage.get(key)
+    return value if isinstance(value, list) and value else None
+
+
 def has_cpu_time(stage: dict) -> bool:
-    """Whether a stage recorded the CPU time of each repetition (work timed on the CPU)."""
-    samples = stage.get("cpu_seconds_all")
-    return isinstance(samples, list) and len(samples) > 0
+    """Whether a stage recorded, for each repetition, the CPU time and that of the machine probe before it."""
+    cpu, probe = _list(stage, "cpu_seconds_all"), _list(stage, "probe_cpu_seconds_all")
+    return cpu is not None and probe is not None and len(cpu) == len(probe) and all(p > 0 for p in probe)
+
+
+def normalized(stage: dict) -> list[float]:
+    """CPU time per call of each repetition over the probe's CPU time per call just before it."""
+    return [c / p for c, p in zip(stage["cpu_seconds_all"], stage["probe_cpu_seconds_all"])]
+
+
+def _rel_range(samples) -> float | None:
+    med = statistics.median(samples)
+    return None if med <= 0 else (max(samples) - min(samples)) / med
 
 
 def spread(stage: dict, cpu: bool = False) -> float | None:
-    """Relative range of a stage's repetitions, ``(max - min) / median``: of ``cpu_seconds_all`` with ``cpu``,
-    else of ``seconds_all`` when recorded, else of ``seconds_min``/``seconds_max`` around ``seconds``; None
-    when the result does not have them."""
-    samples = stage.get("cpu_seconds_all" if cpu else "seconds_all")
-    if isinstance(samples, list) and len(samples) >= 2:
-        med, lo, hi = statistics.median(samples), min(samples), max(samples)
-    elif cpu:
-        return 0.0 if has_cpu_time(stage) else None
-    else:
-        med, lo, hi = stage.get("seconds"), stage.get("seconds_min"), stage.get("seconds_max")
-        if isinstance(samples, list) and len(samples) == 1 and (lo is None or hi is None):
-            lo = hi = samples[0]
+    """Relative range of a stage's repetitions, ``(max - min) / median``: with ``cpu``, of the
+    machine-normalised CPU times (``normalized``); else of ``seconds_all`` when recorded, else of
+    ``seconds_min``/``seconds_max`` around ``seconds``; None when the result does not have them."""
+    if cpu:
+        return _rel_range(normalized(stage)) if has_cpu_time(stage) else None
+    samples = _list(stage, "seconds_all")
+    if samples and len(samples) >= 2:
+        return _rel_range(samples)
+    med, lo, hi = stage.get("seconds"), stage.get("seconds_min"), stage.get("seconds_max")
+    if samples and (lo is None or hi is None):
+        lo = hi = samples[0]
     if med is None or lo is None or hi is None or med <= 0:
         return None
     return max(0.0, (hi - lo) / med)
@@ -122,15 +138,16 @@ def stage_time(stage: dict, cpu: bool = False) -> float | None:
     if cpu:
         if stage.get("cpu_seconds") is not None:
             return _finite(stage["cpu_seconds"])
-        return statistics.median(stage["cpu_seconds_all"]) if has_cpu_time(stage) else None
+        samples = _list(stage, "cpu_seconds_all")
+        return statistics.median(samples) if samples else None
     return _finite(stage.get("seconds"))
 
 
 def cpu_share(stage: dict) -> float | None:
     """CPU time over wall-clock time of a stage's repetitions (1 for a single-threaded stage that had a core all
     the time, lower when it waited for one; more than 1 with several busy threads); None without both."""
-    cpu, wall = stage.get("cpu_seconds_all"), stage.get("seconds_all")
-    if not isinstance(cpu, list) or not isinstance(wall, list) or len(cpu) != len(wall) or sum(wall) <= 0:
+    cpu, wall = _list(stage, "cpu_seconds_all"), _list(stage, "seconds_all")
+    if cpu is None or wall is None or len(cpu) != len(wall) or sum(wall) <= 0:
         return None
     return sum(cpu) / sum(wall)
 
@@ -158,14 +175,20 @@ def _side(in_base: bool, in_cur: bool) -> str:
 
 def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[float | None, str | None, str]:
     """``(noise, None, "")`` when the stage can be judged, else ``(None, verdict, reason)``: the gate of the
-    rule (repetitions, spread, length of a timed repetition, work per call) and the noise band, on the CPU
-    time with ``cpu``."""
+    rule (repetitions, clocks, work per call, spread, length of a timed repetition) and the noise band, on the
+    machine-normalised CPU time with ``cpu``."""
     n_base, n_cur = repetitions(base), repetitions(cur)
     if n_base is None or n_cur is None:
         return None, NOT_COMPARABLE, (f"no repetition count in {_side(n_base is None, n_cur is None)} "
                                       "(older result file)")
     if n_base < MIN_REPETITIONS or n_cur < MIN_REPETITIONS:
         return None, TOO_FEW, f"{n_base} / {n_cur} repetitions (baseline / current), {MIN_REPETITIONS} needed"
+    if not cpu and (has_cpu_time(base) or has_cpu_time(cur)):
+        return None, NOT_COMPARABLE, (f"work on the CPU with CPU time and machine probe in "
+                                      f"{_side(has_cpu_time(base), has_cpu_time(cur))} only (older result file): "
+                                      "its wall clock would count the machine's load")
+    if cpu and base.get("probe") != cur.get("probe"):
+        return None, NOT_COMPARABLE, f"different machine probes: {base.get('probe')} vs {cur.get('probe')}"
     if base.get("tokens") != cur.get("tokens"):
         return None, NOT_COMPARABLE, (f"different work per call: {base.get('tokens')} vs {cur.get('tokens')} "
                                       f"{cur.get('unit') or 'tokens'} (baseline / current)")
@@ -177,7 +200,7 @@ def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[float | None,
         return None, TOO_SHORT, (f"timed repetition {1000 * min(t_base, t_cur):.3g} ms in "
                                  f"{_side(t_base < MIN_TIMED_S, t_cur < MIN_TIMED_S)}, "
                                  f"under {1000 * MIN_TIMED_S:g} ms")
-    noise = s_base + s_cur + REL_FLOOR + ABS_FLOOR_S / min(t_base, t_cur)
+    noise = max(s_base, s_cur) + REL_FLOOR + ABS_FLOOR_S / min(t_base, t_cur)
     if cpu:
         noise += BUSY_WIDENING * busy(base, cur)
     return noise, None, ""
@@ -222,7 +245,7 @@ def _row(figure, stage, metric, base, cur, higher_is_better, verdict, reason, no
             "worse_pct": None if worse is None or not math.isfinite(worse) else 100.0 * worse,
             "noise_pct": None if noise is None else 100.0 * noise,
             "bound_pct": None if noise is None else 100.0 * max(threshold, noise),
-            "repetitions_baseline": reps[0], "repetitions_current": reps[1],
+            "repetitions_baseline": reps[0], "repetitions_current": reps[1], "machine_pct": None,
             "higher_is_better": higher_is_better, "verdict": verdict, "reason": reason}
 
 
@@ -237,16 +260,23 @@ def _stage_rows(name: str, base: dict, cur: dict, threshold: float) -> list[dict
     for metric, higher, b, c in figures:
         if b is None or c is None:
             continue
-        # slowdown: time per unit of work, current over baseline, minus 1 (and the speed-up the other way)
-        worse, better = (_ratio_minus_one(b, c), _ratio_minus_one(c, b)) if higher else \
-            (_ratio_minus_one(c, b), _ratio_minus_one(b, c))
+        # slowdown: time per unit of work, current over baseline, minus 1 (and the speed-up the other way);
+        # CPU time divided by the machine probe's, repetition by repetition
+        nb, nc = (statistics.median(normalized(base)), statistics.median(normalized(cur))) \
+            if metric == "cpu_seconds" else (b, c)
+        worse, better = (_ratio_minus_one(nb, nc), _ratio_minus_one(nc, nb)) if higher else \
+            (_ratio_minus_one(nc, nb), _ratio_minus_one(nb, nc))
         verdict, why = gate, reason
         if cpu and metric != "cpu_seconds":
             verdict, why = NOT_JUDGED, f"wall clock, which counts waiting for a core: see {name}.cpu_seconds"
         elif verdict is None:
             verdict = _judge(worse, better, max(threshold, noise))
-        rows.append(_row(f"{name}.{metric}", name, metric, b, c, higher, verdict, why,
-                         noise if verdict in JUDGED else None, threshold, worse, reps))
+        row = _row(f"{name}.{metric}", name, metric, b, c, higher, verdict, why,
+                   noise if verdict in JUDGED else None, threshold, worse, reps)
+        if metric == "cpu_seconds":
+            probes = [statistics.median(s["probe_cpu_seconds_all"]) for s in (base, cur)]
+            row["machine_pct"] = 100.0 * (probes[1] / probes[0] - 1.0)  # the probe's change: the machine's
+        rows.append(row)
     return rows
 
 
@@ -260,10 +290,12 @@ def _flat(value, prefix: str) -> dict:
 
 def compare(result: dict, baseline: dict, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
     """Rows ``dict(figure, stage, metric, baseline, current, change_pct, worse_pct, noise_pct, bound_pct,
-    repetitions_baseline, repetitions_current, higher_is_better, verdict, reason)`` for every tracked figure
-    present on both sides, in the result's stage order (the rule: module docstring). ``worse_pct``: the
-    slowdown (or, for relative errors, the increase); ``bound_pct``: ``max(threshold, noise)``; ``reason``:
-    why a figure was not judged (empty when it was)."""
+    repetitions_baseline, repetitions_current, machine_pct, higher_is_better, verdict, reason)`` for every
+    tracked figure present on both sides, in the result's stage order (the rule: module docstring).
+    ``change_pct``: the change of the figure as recorded; ``worse_pct``: the slowdown judged (machine-normalised
+    for CPU time; for relative errors, the increase); ``machine_pct``: the change of the machine probe's time
+    (CPU time rows); ``bound_pct``: ``max(threshold, noise)``; ``reason``: why a figure was not judged (empty
+    when it was)."""
     rows: list[dict] = []
     base_stages = baseline.get("stages", {}) or {}
     for name, cur in (result.get("stages", {}) or {}).items():
@@ -332,6 +364,8 @@ def format_table(rows: list[dict], threshold: float = DEFAULT_THRESHOLD, notes: 
              "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         change = "–" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"
+        if r.get("machine_pct") is not None and r.get("worse_pct") is not None:
+            change += f" (machine {r['machine_pct']:+.1f}%: slowdown {r['worse_pct']:+.1f}%)"
         noise = "–" if r["noise_pct"] is None else f"{r['noise_pct']:.1f}%"
         verdict = "**REGRESSION**" if r["verdict"] == "REGRESSION" else r["verdict"]
         if r.get("reason"):

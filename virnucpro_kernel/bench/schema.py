@@ -7,9 +7,10 @@ with a small built-in validator of the same schema (the keywords used here only)
 What the regression check (``bench.regression``) needs of a stage: ``seconds`` (median of the repetitions,
 per call), ``repetitions``, ``seconds_all`` (each repetition's seconds per call; ``seconds_min`` and
 ``seconds_max`` are their extremes), ``loops`` (calls per timed repetition, 1 when absent) and, for work
-timed on the CPU, ``cpu_seconds`` / ``cpu_seconds_all`` (CPU time of the process per call, the figure judged
-there). Older files with neither ``repetitions`` nor ``seconds_all`` still validate; their stages are listed
-as not comparable.
+timed on the CPU, ``cpu_seconds`` / ``cpu_seconds_all`` (CPU time of the process per call) with ``probe`` and
+``probe_cpu_seconds_all`` (CPU time of a fixed piece of work timed before each repetition: the machine's
+speed), the figures judged there. Older files with neither ``repetitions`` nor ``seconds_all`` still
+validate; their stages are listed as not comparable.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ STAGE_SCHEMA: dict = {
         "loops": {"type": "integer", "minimum": 1},
         "cpu_seconds": _NUM0,
         "cpu_seconds_all": {"type": "array", "items": _NUM0},
+        "probe": {"type": "string"},
+        "probe_cpu_seconds_all": {"type": "array", "items": _NUM0},
         "tokens": _INT0_OR_NULL,
         "sequences": _INT0_OR_NULL,
         "peak_memory_gb": _NUM0_OR_NULL,
@@ -341,6 +344,9 @@ def stage_entry(timing: dict, tokens: int | None = None, sequences: int | None =
     if timing.get("cpu_seconds_all"):
         entry["cpu_seconds"] = float(timing.get("cpu_seconds", statistics.median(timing["cpu_seconds_all"])))
         entry["cpu_seconds_all"] = [float(s) for s in timing["cpu_seconds_all"]]
+    if timing.get("probe_cpu_seconds_all"):
+        entry["probe"] = str(timing.get("probe") or "probe")
+        entry["probe_cpu_seconds_all"] = [float(s) for s in timing["probe_cpu_seconds_all"]]
     return entry
 
 

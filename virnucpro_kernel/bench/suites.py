@@ -22,7 +22,8 @@ a CPU. Workloads: committed, seeded presets of 150-bp reads (``bench.workloads``
 Repetitions (what ``--compare-to`` can judge: ``bench.regression`` needs 3 per stage). ``prepare``: both
 stages 5 times (3 with ``--quick``), each timed repetition lasting at least 0.5 s of CPU time (0.25 s) by
 running the work several times when one call is shorter (``loops``), so the small workloads are not lost in
-the timer's jitter; wall-clock and CPU time are both recorded. ``engine``: every stage 3 times, the reference
+the timer's jitter; wall-clock and CPU time are both recorded, and before each repetition the CPU time of a
+fixed probe (``timing.machine_probe``: the machine's speed at that moment). ``engine``: every stage 3 times, the reference
 included; ``encoders``: 3 timed passes per stage. The stages of ``equivalence`` and ``scaling`` are timed
 once, as by-products of runs made for other figures: their results say so and the regression check lists
 them without judging them. The test hook ``VIRNUCPRO_BENCH_TEST_SLOWDOWN`` (``timing.planted_slowdown``)
@@ -47,8 +48,8 @@ import torch
 
 from ..errors import VirNucProError
 from . import regression, schema
-from .timing import (TEST_SLOWDOWN_ENV, LeakCheck, host_peak_rss_gb, measure_matmul_ceiling, memory_stage,
-                     planted_slowdown, slowed, time_repeated)
+from .timing import (TEST_SLOWDOWN_ENV, LeakCheck, host_peak_rss_gb, machine_probe, measure_matmul_ceiling,
+                     memory_stage, planted_slowdown, slowed, time_repeated)
 from .workloads import write_workload
 
 log = logging.getLogger("virnucpro")
@@ -106,13 +107,16 @@ class Context:
 
 
 def timed_stage(result: dict, stage: str, fn, **kw) -> dict:
-    """``time_repeated(fn, **kw)`` for ``stage``, through the test hook: when ``VIRNUCPRO_BENCH_TEST_SLOWDOWN``
-    plants a slowdown in this stage, ``fn`` is slowed accordingly and the result gets a warning saying so."""
+    """``time_repeated(fn, **kw)`` for ``stage``; work on the CPU is timed beside the machine probe (what the
+    regression check judges it by). Through the test hook: when ``VIRNUCPRO_BENCH_TEST_SLOWDOWN`` plants a
+    slowdown in this stage, ``fn`` is slowed accordingly and the result gets a warning saying so."""
     fraction = planted_slowdown(stage)
     if fraction:
         result["warnings"].append(f"test hook {TEST_SLOWDOWN_ENV}: stage {stage} slowed by {100 * fraction:g}% "
                                   "on purpose; not a measurement of the code")
         fn = slowed(fn, fraction)
+    if torch.device(kw.get("device") or "cpu").type == "cpu":
+        kw.setdefault("probe", machine_probe)
     return time_repeated(fn, **kw)
 
 

@@ -5,6 +5,8 @@
   With ``min_seconds``, a call shorter than that is run several times (``loops``) per timed repetition, so that
   each repetition lasts at least ``min_seconds`` and the timer's jitter stays small beside it; every figure is
   then per call.
+- ``machine_probe``: a fixed piece of host work (interpreter and NumPy) timed beside each repetition of a host
+  stage, so that a comparison can tell a slower machine (the probe slows too) from slower code.
 - ``planted_slowdown`` / ``slowed``: the test hook that plants a known slowdown in a stage (environment variable
   ``VIRNUCPRO_BENCH_TEST_SLOWDOWN``), to check that the regression check catches it.
 - ``memory_stage``: peak allocated and reserved GPU memory of a block of work and their ratio.
@@ -79,8 +81,34 @@ def summarize_seconds(samples: list[float]) -> dict:
 MAX_LOOPS = 100_000
 
 
+# ------------------------------------------------------------------------------------------ machine probe
+PROBE_ID = "machine_probe v1"
+_PROBE_STATE: dict = {}
+
+
+def machine_probe() -> int:
+    """A fixed piece of host work, a few milliseconds: codon lookups in a dict over a 6 kb sequence and a join
+    (interpreter work, like the reference path), then a cast, a cumulative sum and a gather over a 1 MB array
+    (memory-bound NumPy, like the vectorized path). It never changes (``PROBE_ID`` names its version): timed
+    beside a stage in both runs of a comparison, its change is the change of the machine's speed."""
+    import numpy as np
+
+    if not _PROBE_STATE:
+        rng = np.random.default_rng(20240229)
+        _PROBE_STATE["seq"] = rng.choice(np.frombuffer(b"ACGT", dtype=np.uint8), 6000).tobytes().decode()
+        _PROBE_STATE["codons"] = {a + b + c: i for i, (a, b, c) in enumerate(
+            (a, b, c) for a in "ACGT" for b in "ACGT" for c in "ACGT")}
+        _PROBE_STATE["array"] = rng.integers(0, 255, 1 << 20, dtype=np.uint8)
+    seq, codons, arr = _PROBE_STATE["seq"], _PROBE_STATE["codons"], _PROBE_STATE["array"]
+    text = ",".join(str(codons[seq[k:k + 3]]) for k in range(0, len(seq) - 2, 3))
+    wide = arr.astype(np.int32)
+    total = np.cumsum(wide)
+    return len(text) + int(np.take(wide, total % wide.size)[-1])
+
+
 def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, device=None,
-                  clock: str = "auto", min_seconds: float = 0.0) -> dict:
+                  clock: str = "auto", min_seconds: float = 0.0, probe: Callable[[], Any] | None = None,
+                  probe_seconds: float = 0.1) -> dict:
     """Run ``fn`` ``warmup`` times untimed, then ``repetitions`` times timed.
 
     ``clock``: ``"events"`` (CUDA events on the current stream of ``device``; GPU time between launch of the
@@ -91,7 +119,9 @@ def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, 
     Work on the CPU (``device`` is the CPU) is also timed by the CPU time of this process
     (``time.process_time``: user and system time of all its threads): ``cpu_seconds`` (median) and
     ``cpu_seconds_all``. Unlike the wall clock it does not count the time the process waited for a core, so it
-    is the figure the regression check judges host stages on (``bench.regression``).
+    is the figure the regression check judges host stages on (``bench.regression``). With ``probe`` (on the CPU
+    only; ``machine_probe``), a block of probe calls lasting at least ``probe_seconds`` of CPU time runs just
+    before each timed repetition: ``probe_cpu_seconds_all`` (CPU time per probe call, one per repetition).
 
     ``min_seconds``: the shortest timed repetition (CPU time on the CPU, the clock's time elsewhere). When one
     call is shorter, each repetition runs ``fn`` ``loops`` times back to back (``loops`` calibrated after the
@@ -100,8 +130,8 @@ def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, 
     each timed repetition (untimed), so that one repetition does not pay for the garbage of the others.
 
     Returns ``dict(seconds=median, seconds_min, seconds_max, seconds_all, spread, repetitions, loops, warmup,
-    clock)`` (plus ``cpu_seconds``, ``cpu_seconds_all`` on the CPU) with every time per call, all
-    JSON-serialisable (capture fn's output in a closure if it is needed).
+    clock)`` (plus ``cpu_seconds``, ``cpu_seconds_all`` on the CPU, ``probe``, ``probe_cpu_seconds_all`` with a
+    probe) with every time per call, all JSON-serialisable (capture fn's output in a closure if it is needed).
     """
     if repetitions < 1:
         raise ValueError("repetitions must be >= 1")
@@ -114,48 +144,60 @@ def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, 
     if clock == "events" and not on_cuda:
         raise ValueError("CUDA events need a CUDA device")
     host = not on_cuda
+    if probe is not None and dev.type != "cpu":
+        raise ValueError("a machine probe times host work: use it with device='cpu'")
 
-    def block(loops: int) -> tuple[float, float | None]:
-        """Seconds of ``loops`` calls of ``fn`` back to back: (clock, process CPU time or None)."""
+    def block(work: Callable[[], Any], loops: int) -> tuple[float, float | None]:
+        """Seconds of ``loops`` calls of ``work`` back to back: (clock, process CPU time or None)."""
         if clock == "events":
             with torch.cuda.device(dev):
                 torch.cuda.synchronize(dev)
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 for _ in range(loops):
-                    fn()
+                    work()
                 end.record()
                 end.synchronize()
                 return start.elapsed_time(end) / 1000.0, None
         _sync_all_gpus()
         c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(loops):
-            fn()
+            work()
         _sync_all_gpus()
         t1, c1 = time.perf_counter(), time.process_time()
         return t1 - t0, (c1 - c0 if host else None)
 
+    def calibrate(work: Callable[[], Any], target: float) -> int:
+        """Calls of ``work`` per block so that a block lasts at least ``target`` (CPU time on the host)."""
+        loops = 1
+        wall, cpu = block(work, 1)
+        elapsed = cpu if host else wall
+        while elapsed < target and loops < MAX_LOOPS:
+            want = math.ceil(loops * 1.2 * target / max(elapsed, 1e-9))
+            loops = min(MAX_LOOPS, max(2 * loops, want))
+            wall, cpu = block(work, loops)
+            elapsed = cpu if host else wall
+        return loops
+
     for _ in range(max(0, warmup)):
         fn()
-    loops = 1
-    if min_seconds > 0:
-        wall, cpu = block(1)
-        elapsed = cpu if host else wall
-        while elapsed < min_seconds and loops < MAX_LOOPS:
-            want = math.ceil(loops * 1.2 * min_seconds / max(elapsed, 1e-9))
-            loops = min(MAX_LOOPS, max(2 * loops, want))
-            wall, cpu = block(loops)
-            elapsed = cpu if host else wall
-    walls, cpus = [], []
+    loops = calibrate(fn, min_seconds) if min_seconds > 0 else 1
+    probe_loops = calibrate(probe, probe_seconds) if probe is not None else 0
+    walls, cpus, probes = [], [], []
     for _ in range(repetitions):
         gc.collect()
-        wall, cpu = block(loops)
+        if probe is not None:
+            probes.append(block(probe, probe_loops)[1] / probe_loops)
+        wall, cpu = block(fn, loops)
         walls.append(wall / loops)
         if cpu is not None:
             cpus.append(cpu / loops)
     out = summarize_seconds(walls)
     if cpus:
         out.update(cpu_seconds=statistics.median(cpus), cpu_seconds_all=cpus)
+    if probes:
+        out.update(probe=PROBE_ID if probe is machine_probe else getattr(probe, "__name__", "probe"),
+                   probe_cpu_seconds_all=probes)
     out.update(repetitions=repetitions, loops=loops, warmup=warmup, clock=clock)
     return out
 
