@@ -7,32 +7,36 @@ is better; one figure, or one per key).
 The rule (``compare``; one implementation for ``virnucpro benchmark --compare-to`` and for the history tables
 of notebook 04, ``reports.regression_table``):
 
-* **What is compared.** The **median** of a stage's repetitions (per call when a repetition runs the work
-  several times, ``loops``). Its **spread** is ``(max - min) / median`` of those repetitions.
-* **Work on the CPU** (stages with ``cpu_seconds_all`` and ``probe_cpu_seconds_all``, ``timing.time_repeated``)
-  is judged on the CPU time of the benchmark process, divided repetition by repetition by the CPU time of a
-  fixed piece of work timed just before it (``timing.machine_probe``): the wall clock also counts the time the
-  process waited for a core, and on a shared or virtual machine even CPU time drifts by tens of percent between
-  runs with the machine's state (clock speed, other work on the caches), which the probe sees as well. Its
-  wall-clock figures (``seconds``, ``tokens_per_s``) are listed as ``not judged``. A host stage with CPU time in
-  one run only (an older file) is ``not comparable``. Other stages (GPU work) are judged on ``seconds`` and
-  ``tokens_per_s``.
+* **Figures.** The **median** of a stage's repetitions (per call when a repetition runs the work several
+  times, ``loops``). A run's **spread** is ``(max - min) / median`` of its repetitions.
 * **Gate.** A stage is judged only when both sides have at least ``MIN_REPETITIONS`` (3) repetitions, a
   recorded spread, timed repetitions of at least ``MIN_TIMED_S`` (10 ms: median times ``loops``) and the
   same work per call. Otherwise its figures are listed with the verdict ``too few repetitions``, ``too short to
   compare`` or ``not comparable`` (older result files without a repetition count, different work per
   repetition) and a reason, and never count as a regression.
-* **noise** = ``max(spread_baseline, spread_current) + REL_FLOOR + ABS_FLOOR_S / shortest timed repetition
-  [+ BUSY_WIDENING * busy]``: the larger of the two runs' spreads, plus a 2% floor for the drift one run's
-  spread cannot show and a 1 ms floor for the timer's jitter (clock granularity, scheduling), relative to the
-  shorter side's timed repetition. For work on the CPU only: ``busy = max(0, 1 - 2 * share)``, where
-  ``share`` (the lower of the two runs') is the CPU time over the wall-clock time of the repetitions: a run
-  that had a core less than half of the time ran on an oversubscribed machine, where CPU time also grows with
-  the others' use of caches and memory, and the band widens by up to 20%.
-* **slowdown** = time per unit of work, current over baseline, minus 1 (machine-normalised for work on the
-  CPU); for tokens/s ``tokens_per_s_baseline / tokens_per_s_current - 1``, so a stage's figures agree.
-* ``REGRESSION`` when slowdown > ``max(threshold, noise)`` (threshold 10%); ``better`` when the speed-up (the
-  same ratio the other way) exceeds that bound; ``ok`` otherwise.
+* **floor** = ``REL_FLOOR + ABS_FLOOR_S / shortest timed repetition``: 2% for the drift one run's spread
+  cannot show, and 1 ms of timer jitter (clock granularity, scheduling) relative to the shorter side's timed
+  repetition.
+* **GPU work** (and stages without CPU time): slowdown = ``seconds_current / seconds_baseline - 1`` (for
+  tokens/s ``tokens_per_s_baseline / tokens_per_s_current - 1``, so a stage's figures agree); noise =
+  ``max(spread_baseline, spread_current) + floor``; ``REGRESSION`` when slowdown > ``max(threshold, noise)``
+  (threshold 10%).
+* **Work on the CPU** (stages with ``cpu_seconds_all`` and ``probe_cpu_seconds_all``, ``timing.time_repeated``)
+  is judged on the CPU time of the benchmark process, which, unlike the wall clock, does not count the time the
+  process waited for a core (its wall-clock ``seconds`` and ``tokens_per_s`` are listed as ``not judged``).
+  On a shared or virtual machine even CPU time drifts between runs with the machine's state (clock speed, other
+  work on the caches), by more than one run's spread shows; a fixed piece of work timed just before each
+  repetition (``timing.machine_probe``) measures that state. A ``REGRESSION`` must show twice:
+
+  - in the CPU time: slowdown = ``cpu_current / cpu_baseline - 1`` > ``max(threshold, spread_baseline +
+    spread_current + floor)`` (both runs' spreads: each median may sit anywhere in its own run's range), and
+  - relative to the machine: slowdown = ``median(cpu / probe)_current / median(cpu / probe)_baseline - 1``
+    (repetition by repetition) > ``max(threshold, max(spread_baseline, spread_current) + floor)``, the spreads
+    being those of ``cpu / probe``.
+
+  A slower machine slows the probe too and fails the second test; a noisy probe fails the first. ``better``
+  is the same with the speed-ups. A host stage with CPU time in one run only (an older file) is ``not
+  comparable``.
 * Relative errors are not timings (one deterministic figure per run, no repetitions): worse by x is the
   relative increase, ``REGRESSION`` when it exceeds the threshold, and differences under
   ``REL_ERROR_ABS_TOL`` (fp32 rounding level) never count.
@@ -54,7 +58,6 @@ DEFAULT_THRESHOLD = 0.10
 MIN_REPETITIONS = 3
 REL_FLOOR = 0.02
 ABS_FLOOR_S = 0.001
-BUSY_WIDENING = 0.20
 MIN_TIMED_S = 0.010
 REL_ERROR_ABS_TOL = 1e-6
 JUDGED = ("ok", "better", "REGRESSION")
@@ -70,15 +73,15 @@ def rule_text(threshold: float = DEFAULT_THRESHOLD) -> str:
     t = f"{100 * threshold:.0f}%"
     return "\n".join([
         f"Rule (threshold {t}):",
-        "- compared: the medians of the repetitions; work on the CPU is judged on the CPU time of the process "
-        "divided, repetition by repetition, by that of a fixed probe timed just before it (the machine's speed); "
-        "its wall-clock figures are listed, not judged",
+        "- compared: medians of the repetitions; spread = (max - min) / median of a run's repetitions; "
+        f"floor = {100 * REL_FLOOR:.0f}% + {1000 * ABS_FLOOR_S:g} ms / shortest timed repetition",
         "- slowdown = current / baseline time per unit of work - 1",
-        f"- noise = max(spread of the baseline, spread of the current run) + {100 * REL_FLOOR:.0f}% + "
-        f"{1000 * ABS_FLOOR_S:g} ms / shortest timed repetition, spread = (max - min) / median of a run's "
-        f"repetitions; on the CPU, + {100 * BUSY_WIDENING:.0f}% x max(0, 1 - 2 x CPU time / wall time) of the "
-        "run that had a core least",
-        f"- REGRESSION when slowdown > max({t}, noise); better when the speed-up exceeds that bound",
+        f"- GPU work: REGRESSION when slowdown > max({t}, max(spread baseline, spread current) + floor)",
+        f"- work on the CPU: judged on the CPU time of the process (wall-clock figures listed, not judged); "
+        f"REGRESSION when both the CPU-time slowdown > max({t}, spread baseline + spread current + floor) and "
+        f"the slowdown relative to a fixed machine probe timed before each repetition > max({t}, max(spread "
+        "baseline, spread current) + floor)",
+        "- better: the same with the speed-up",
         f"- judged only with >= {MIN_REPETITIONS} repetitions on each side and timed repetitions >= "
         f"{1000 * MIN_TIMED_S:g} ms; other figures are listed with the reason",
         f"- relative errors: REGRESSION when up by more than {t} and by more than {REL_ERROR_ABS_TOL:g}",
@@ -116,11 +119,13 @@ def _rel_range(samples) -> float | None:
     return None if med <= 0 else (max(samples) - min(samples)) / med
 
 
-def spread(stage: dict, cpu: bool = False) -> float | None:
-    """Relative range of a stage's repetitions, ``(max - min) / median``: with ``cpu``, of the
-    machine-normalised CPU times (``normalized``); else of ``seconds_all`` when recorded, else of
-    ``seconds_min``/``seconds_max`` around ``seconds``; None when the result does not have them."""
-    if cpu:
+def spread(stage: dict, clock: str = "wall") -> float | None:
+    """Relative range of a stage's repetitions, ``(max - min) / median``, on ``clock``: ``"cpu"`` (CPU time),
+    ``"probe"`` (CPU time over the machine probe's, ``normalized``) or ``"wall"`` (``seconds_all`` when
+    recorded, else ``seconds_min``/``seconds_max`` around ``seconds``); None when the result lacks them."""
+    if clock == "cpu":
+        return _rel_range(stage["cpu_seconds_all"]) if _list(stage, "cpu_seconds_all") else None
+    if clock == "probe":
         return _rel_range(normalized(stage)) if has_cpu_time(stage) else None
     samples = _list(stage, "seconds_all")
     if samples and len(samples) >= 2:
@@ -143,22 +148,6 @@ def stage_time(stage: dict, cpu: bool = False) -> float | None:
     return _finite(stage.get("seconds"))
 
 
-def cpu_share(stage: dict) -> float | None:
-    """CPU time over wall-clock time of a stage's repetitions (1 for a single-threaded stage that had a core all
-    the time, lower when it waited for one; more than 1 with several busy threads); None without both."""
-    cpu, wall = _list(stage, "cpu_seconds_all"), _list(stage, "seconds_all")
-    if cpu is None or wall is None or len(cpu) != len(wall) or sum(wall) <= 0:
-        return None
-    return sum(cpu) / sum(wall)
-
-
-def busy(base: dict, cur: dict) -> float:
-    """``max(0, 1 - 2 * share)`` for the lower CPU share of the two runs: 0 when both had a core at least half
-    of the time, up to 1 when one hardly had one."""
-    shares = [s for s in (cpu_share(base), cpu_share(cur)) if s is not None]
-    return max(0.0, 1.0 - 2.0 * min(shares)) if shares else 0.0
-
-
 def timed_seconds(stage: dict, cpu: bool = False) -> float | None:
     """Length of one timed repetition: the median time per call times ``loops`` (calls per repetition, 1 when
     not recorded)."""
@@ -173,10 +162,11 @@ def _side(in_base: bool, in_cur: bool) -> str:
     return "the baseline" if in_base else "the current run"
 
 
-def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[float | None, str | None, str]:
-    """``(noise, None, "")`` when the stage can be judged, else ``(None, verdict, reason)``: the gate of the
-    rule (repetitions, clocks, work per call, spread, length of a timed repetition) and the noise band, on the
-    machine-normalised CPU time with ``cpu``."""
+def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[dict | None, str | None, str]:
+    """The gate of the rule (repetitions, clocks, work per call, spread, length of a timed repetition) and the
+    noise bands: ``({"noise": ..., "noise_probe": ...}, None, "")`` when the stage can be judged (``noise``: of
+    the time judged, ``noise_probe``: of the probe-normalised CPU time, with ``cpu`` only), else ``(None,
+    verdict, reason)``."""
     n_base, n_cur = repetitions(base), repetitions(cur)
     if n_base is None or n_cur is None:
         return None, NOT_COMPARABLE, (f"no repetition count in {_side(n_base is None, n_cur is None)} "
@@ -192,7 +182,8 @@ def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[float | None,
     if base.get("tokens") != cur.get("tokens"):
         return None, NOT_COMPARABLE, (f"different work per call: {base.get('tokens')} vs {cur.get('tokens')} "
                                       f"{cur.get('unit') or 'tokens'} (baseline / current)")
-    s_base, s_cur = spread(base, cpu), spread(cur, cpu)
+    clock = "cpu" if cpu else "wall"
+    s_base, s_cur = spread(base, clock), spread(cur, clock)
     if s_base is None or s_cur is None:
         return None, NOT_COMPARABLE, f"no spread of repetitions in {_side(s_base is None, s_cur is None)}"
     t_base, t_cur = timed_seconds(base, cpu) or 0.0, timed_seconds(cur, cpu) or 0.0
@@ -200,10 +191,11 @@ def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[float | None,
         return None, TOO_SHORT, (f"timed repetition {1000 * min(t_base, t_cur):.3g} ms in "
                                  f"{_side(t_base < MIN_TIMED_S, t_cur < MIN_TIMED_S)}, "
                                  f"under {1000 * MIN_TIMED_S:g} ms")
-    noise = max(s_base, s_cur) + REL_FLOOR + ABS_FLOOR_S / min(t_base, t_cur)
-    if cpu:
-        noise += BUSY_WIDENING * busy(base, cur)
-    return noise, None, ""
+    floor = REL_FLOOR + ABS_FLOOR_S / min(t_base, t_cur)
+    if not cpu:
+        return {"noise": max(s_base, s_cur) + floor, "noise_probe": None}, None, ""
+    return {"noise": s_base + s_cur + floor,
+            "noise_probe": max(spread(base, "probe"), spread(cur, "probe")) + floor}, None, ""
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -246,12 +238,20 @@ def _row(figure, stage, metric, base, cur, higher_is_better, verdict, reason, no
             "noise_pct": None if noise is None else 100.0 * noise,
             "bound_pct": None if noise is None else 100.0 * max(threshold, noise),
             "repetitions_baseline": reps[0], "repetitions_current": reps[1], "machine_pct": None,
+            "probe_worse_pct": None, "probe_noise_pct": None,
             "higher_is_better": higher_is_better, "verdict": verdict, "reason": reason}
+
+
+def _both_ways(b: float, c: float, higher: bool) -> tuple[float | None, float | None]:
+    """(slowdown, speed-up) from a baseline and a current figure."""
+    if higher:
+        return _ratio_minus_one(b, c), _ratio_minus_one(c, b)
+    return _ratio_minus_one(c, b), _ratio_minus_one(b, c)
 
 
 def _stage_rows(name: str, base: dict, cur: dict, threshold: float) -> list[dict]:
     cpu = has_cpu_time(base) and has_cpu_time(cur)
-    noise, gate, reason = stage_noise(base, cur, cpu)
+    bands, gate, reason = stage_noise(base, cur, cpu)
     reps = (repetitions(base), repetitions(cur))
     figures = [("cpu_seconds", False, stage_time(base, True), stage_time(cur, True))] if cpu else []
     figures += [(metric, higher, _finite(base.get(metric)), _finite(cur.get(metric)))
@@ -260,22 +260,26 @@ def _stage_rows(name: str, base: dict, cur: dict, threshold: float) -> list[dict
     for metric, higher, b, c in figures:
         if b is None or c is None:
             continue
-        # slowdown: time per unit of work, current over baseline, minus 1 (and the speed-up the other way);
-        # CPU time divided by the machine probe's, repetition by repetition
-        nb, nc = (statistics.median(normalized(base)), statistics.median(normalized(cur))) \
-            if metric == "cpu_seconds" else (b, c)
-        worse, better = (_ratio_minus_one(nb, nc), _ratio_minus_one(nc, nb)) if higher else \
-            (_ratio_minus_one(nc, nb), _ratio_minus_one(nb, nc))
+        worse, better = _both_ways(b, c, higher)  # time per unit of work, current over baseline, minus 1
         verdict, why = gate, reason
         if cpu and metric != "cpu_seconds":
             verdict, why = NOT_JUDGED, f"wall clock, which counts waiting for a core: see {name}.cpu_seconds"
         elif verdict is None:
-            verdict = _judge(worse, better, max(threshold, noise))
+            verdict = _judge(worse, better, max(threshold, bands["noise"]))
+        judged = verdict in JUDGED
         row = _row(f"{name}.{metric}", name, metric, b, c, higher, verdict, why,
-                   noise if verdict in JUDGED else None, threshold, worse, reps)
+                   bands["noise"] if judged else None, threshold, worse, reps)
         if metric == "cpu_seconds":
             probes = [statistics.median(s["probe_cpu_seconds_all"]) for s in (base, cur)]
             row["machine_pct"] = 100.0 * (probes[1] / probes[0] - 1.0)  # the probe's change: the machine's
+            p_worse, p_better = _both_ways(statistics.median(normalized(base)), statistics.median(normalized(cur)),
+                                           False)
+            row["probe_worse_pct"] = None if p_worse is None or not math.isfinite(p_worse) else 100.0 * p_worse
+            if judged:
+                row["probe_noise_pct"] = 100.0 * bands["noise_probe"]
+                probe_verdict = _judge(p_worse, p_better, max(threshold, bands["noise_probe"]))
+                if probe_verdict != verdict:  # a change must show both in CPU time and against the machine
+                    row["verdict"] = "ok"
         rows.append(row)
     return rows
 
@@ -290,12 +294,13 @@ def _flat(value, prefix: str) -> dict:
 
 def compare(result: dict, baseline: dict, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
     """Rows ``dict(figure, stage, metric, baseline, current, change_pct, worse_pct, noise_pct, bound_pct,
-    repetitions_baseline, repetitions_current, machine_pct, higher_is_better, verdict, reason)`` for every
-    tracked figure present on both sides, in the result's stage order (the rule: module docstring).
-    ``change_pct``: the change of the figure as recorded; ``worse_pct``: the slowdown judged (machine-normalised
-    for CPU time; for relative errors, the increase); ``machine_pct``: the change of the machine probe's time
-    (CPU time rows); ``bound_pct``: ``max(threshold, noise)``; ``reason``: why a figure was not judged (empty
-    when it was)."""
+    repetitions_baseline, repetitions_current, machine_pct, probe_worse_pct, probe_noise_pct,
+    higher_is_better, verdict, reason)`` for every tracked figure present on both sides, in the result's stage
+    order (the rule: module docstring). ``change_pct``: the change of the figure; ``worse_pct``: the slowdown
+    (for relative errors, the increase); ``noise_pct`` and ``bound_pct = max(threshold, noise)``: its band;
+    for CPU time also ``machine_pct`` (the machine probe's change), ``probe_worse_pct`` (the slowdown relative
+    to the probe) and ``probe_noise_pct`` (its band); ``reason``: why a figure was not judged (empty when it
+    was)."""
     rows: list[dict] = []
     base_stages = baseline.get("stages", {}) or {}
     for name, cur in (result.get("stages", {}) or {}).items():
@@ -364,9 +369,11 @@ def format_table(rows: list[dict], threshold: float = DEFAULT_THRESHOLD, notes: 
              "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         change = "–" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"
-        if r.get("machine_pct") is not None and r.get("worse_pct") is not None:
-            change += f" (machine {r['machine_pct']:+.1f}%: slowdown {r['worse_pct']:+.1f}%)"
         noise = "–" if r["noise_pct"] is None else f"{r['noise_pct']:.1f}%"
+        if r.get("machine_pct") is not None and r.get("probe_worse_pct") is not None:
+            change += f"; machine {r['machine_pct']:+.1f}%, relative to it {r['probe_worse_pct']:+.1f}%"
+            if r.get("probe_noise_pct") is not None:
+                noise += f"; {r['probe_noise_pct']:.1f}%"
         verdict = "**REGRESSION**" if r["verdict"] == "REGRESSION" else r["verdict"]
         if r.get("reason"):
             verdict += f": {r['reason']}"
@@ -397,7 +404,7 @@ def comparison_record(rows: list[dict], baseline_path, threshold: float = DEFAUL
     notes = list(notes)
     return {"baseline": str(baseline_path), "threshold": threshold, "regression": has_regression(rows),
             "rule": {"threshold": threshold, "min_repetitions": MIN_REPETITIONS, "rel_floor": REL_FLOOR,
-                     "abs_floor_s": ABS_FLOOR_S, "busy_widening": BUSY_WIDENING, "min_timed_s": MIN_TIMED_S,
+                     "abs_floor_s": ABS_FLOOR_S, "min_timed_s": MIN_TIMED_S,
                      "rel_error_abs_tol": REL_ERROR_ABS_TOL, "text": rule_text(threshold)},
             "judged": sum(r["verdict"] in JUDGED for r in rows),
             "rows": rows, "notes": notes, "table": format_table(rows, threshold, notes)}
