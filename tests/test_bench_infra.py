@@ -552,6 +552,7 @@ def test_noise_is_the_larger_of_both_runs_spreads():
         rows = regression.compare(cur, base)
         assert _verdicts(rows)["prepare_vectorized.seconds"] == "ok"  # 25% slower, inside 30% + floors
         assert rows[0]["noise_pct"] == pytest.approx(100 * (0.3 + regression.REL_FLOOR + 0.001), rel=0.02)
+    assert "Noise bands reach 32%" in regression.format_table(rows)
     rows = regression.compare(_run(seconds=1.25, spread=0.1), _run(spread=0.2))
     assert rows[0]["noise_pct"] == pytest.approx(100 * (0.2 + regression.REL_FLOOR + 0.001), rel=0.01)
     assert _verdicts(rows)["prepare_vectorized.seconds"] == "REGRESSION"  # 25% > 22.1%

@@ -391,6 +391,11 @@ def format_table(rows: list[dict], threshold: float = DEFAULT_THRESHOLD, notes: 
         summary = f"**{n_bad} regression{'s' if n_bad > 1 else ''}** in {judged} judged figures{rest}."
     else:
         summary = f"No regression in {judged} judged figures{rest}."
+    bounds = [max(r["noise_pct"], r.get("probe_noise_pct") or 0.0) for r in rows
+              if r["verdict"] in JUDGED and r["noise_pct"] is not None]
+    if bounds and max(bounds) > 200 * threshold:
+        summary += (f" Noise bands reach {max(bounds):.0f}%: a slowdown smaller than that cannot be told from the "
+                    "machine's noise here; repeat both runs on a quieter machine to see one.")
     out = lines + ["", summary, "", rule_text(threshold)]
     notes = list(notes)
     if notes:

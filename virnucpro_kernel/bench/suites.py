@@ -23,11 +23,11 @@ Repetitions (what ``--compare-to`` can judge: ``bench.regression`` needs 3 per s
 stages 5 times (3 with ``--quick``), each timed repetition lasting at least 0.5 s of CPU time (0.25 s) by
 running the work several times when one call is shorter (``loops``), so the small workloads are not lost in
 the timer's jitter; wall-clock and CPU time are both recorded, and before each repetition the CPU time of a
-fixed probe (``timing.machine_probe``: the machine's speed at that moment). ``engine``: every stage 3 times, the reference
-included; ``encoders``: 3 timed passes per stage. The stages of ``equivalence`` and ``scaling`` are timed
-once, as by-products of runs made for other figures: their results say so and the regression check lists
-them without judging them. The test hook ``VIRNUCPRO_BENCH_TEST_SLOWDOWN`` (``timing.planted_slowdown``)
-slows the timed stages on purpose.
+fixed probe lasting half as long (``timing.machine_probe``: the machine's speed at that moment). ``engine``:
+every stage 3 times, the reference included; ``encoders``: 3 timed passes per stage. The stages of
+``equivalence`` and ``scaling`` are timed once, as by-products of runs made for other figures: their results
+say so and the regression check lists them without judging them. The test hook
+``VIRNUCPRO_BENCH_TEST_SLOWDOWN`` (``timing.planted_slowdown``) slows the timed stages on purpose.
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def timed_stage(result: dict, stage: str, fn, **kw) -> dict:
         fn = slowed(fn, fraction)
     if torch.device(kw.get("device") or "cpu").type == "cpu":
         kw.setdefault("probe", machine_probe)
+        kw.setdefault("probe_seconds", max(0.1, kw.get("min_seconds", 0.0) / 2))  # half a repetition
     return time_repeated(fn, **kw)
 
 
