@@ -34,8 +34,8 @@ of notebook 04, ``reports.regression_table``):
     (repetition by repetition) > ``max(threshold, max(spread_baseline, spread_current) + floor)``, the spreads
     being those of ``cpu / probe``.
 
-  A slower machine slows the probe too and fails the second test; a noisy probe fails the first. ``better``
-  is the same with the speed-ups. A host stage with CPU time in one run only (an older file) is ``not
+  A machine that got slower slows the probe too, so it does not pass the second test; a probe that happened
+  to run fast does not pass the first. ``better`` is the same with the speed-ups. A host stage with CPU time in one run only (an older file) is ``not
   comparable``.
 * Relative errors are not timings (one deterministic figure per run, no repetitions): worse by x is the
   relative increase, ``REGRESSION`` when it exceeds the threshold, and differences under
