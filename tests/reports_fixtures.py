@@ -62,7 +62,8 @@ def fake_result(suite="scaling", tokens_per_s=(1000.0, 1900.0, 3600.0), counts=(
         seconds = 719 / tps
         result["stages"][f"engine_{n}gpu"] = {
             "tokens_per_s": tps, "sequences_per_s": tps / 50, "mfu": mfu, "seconds": seconds,
-            "seconds_min": seconds * (1 - spread), "seconds_max": seconds * (1 + spread), "peak_memory_gb": 1.0,
+            "seconds_min": seconds * (1 - spread), "seconds_max": seconds * (1 + spread), "repetitions": 3,
+            "peak_memory_gb": 1.0,
             "n_gpus": n, "path": "optimized", "wall_seconds": seconds + 3, "load_models_s": 1.0, "warmup_s": 0.5}
     result["scaling_efficiency"] = {str(n): t / (n * tokens_per_s[0]) for n, t in zip(counts, tokens_per_s)}
     result["warnings"] = ["random profile: meaningless calls"]

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from conftest import ROOT
 from virnucpro_kernel.bench import monitor, regression, schema, timing, workloads
 from virnucpro_kernel.errors import VirNucProError
 from virnucpro_kernel.fasta import read_fasta_pairs
@@ -99,7 +100,8 @@ def test_time_repeated_on_cpu():
 
     t = timing.time_repeated(work, repetitions=4, warmup=2, device="cpu")
     assert len(calls) == 6
-    assert t["clock"] == "wall" and t["repetitions"] == 4 and len(t["seconds_all"]) == 4
+    assert t["clock"] == "wall" and t["repetitions"] == 4 and len(t["seconds_all"]) == 4 and t["loops"] == 1
+    assert len(t["cpu_seconds_all"]) == 4 and all(c >= 0 for c in t["cpu_seconds_all"])
     assert 0.004 <= t["seconds_min"] <= t["seconds"] <= t["seconds_max"] < 1.0
     assert t["spread"] == pytest.approx((t["seconds_max"] - t["seconds_min"]) / t["seconds"])
     json.dumps(t)
@@ -107,6 +109,86 @@ def test_time_repeated_on_cpu():
         timing.time_repeated(work, repetitions=1, device="cpu", clock="events")
     with pytest.raises(ValueError):
         timing.time_repeated(work, repetitions=0, device="cpu")
+
+
+class FakeClock:
+    """Stands in for ``time`` in ``bench.timing``: each call of ``work`` takes ``step`` seconds, of the wall
+    clock and of CPU time alike."""
+
+    def __init__(self, step):
+        self.now, self.step, self.calls = 0.0, step, 0
+
+    def perf_counter(self):
+        return self.now
+
+    process_time = perf_counter
+
+    def work(self):
+        self.calls += 1
+        self.now += self.step
+
+
+def test_time_repeated_loops_short_calls(monkeypatch):
+    clock = FakeClock(0.001)
+    monkeypatch.setattr(timing, "time", clock)
+    t = timing.time_repeated(clock.work, repetitions=3, warmup=1, device="cpu", min_seconds=0.05)
+    # calibration: 1 call (1 ms) -> 60 calls (60 ms >= 50 ms); then 3 repetitions of 60 calls
+    assert t["loops"] == 60 and clock.calls == 1 + 1 + 60 + 3 * 60
+    assert t["seconds"] == pytest.approx(0.001) and t["seconds_all"] == pytest.approx([0.001] * 3)
+    assert t["cpu_seconds"] == pytest.approx(0.001) and len(t["cpu_seconds_all"]) == 3
+    entry = schema.stage_entry(t, tokens=150, sequences=1)
+    assert entry["loops"] == 60 and entry["repetitions"] == 3 and entry["cpu_seconds_all"] == t["cpu_seconds_all"]
+    assert entry["tokens_per_s"] == pytest.approx(150_000)
+    assert regression.timed_seconds(entry) == pytest.approx(0.06)
+    # with a probe: a block of probe calls (at least probe_seconds) before each repetition
+    clock = FakeClock(0.001)
+    monkeypatch.setattr(timing, "time", clock)
+    probed = []
+
+    def probe():
+        probed.append(clock.now)
+        clock.now += 0.004
+
+    t = timing.time_repeated(clock.work, repetitions=3, warmup=0, device="cpu", min_seconds=0.05, probe=probe,
+                             probe_seconds=0.02)
+    assert t["probe_cpu_seconds_all"] == pytest.approx([0.004] * 3) and t["probe"] == "probe"
+    k = (len(probed) - 1) // 4  # calibration: 1 call, then k; then k before each of the 3 repetitions
+    assert len(probed) == 1 + 4 * k and k * 0.004 >= 0.02 and t["seconds"] == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="host work"):
+        timing.time_repeated(clock.work, device="cuda:0" if torch.cuda.is_available() else "meta", probe=probe)
+    assert isinstance(timing.machine_probe(), int) and timing.PROBE_ID == "machine_probe v1"
+    # a call already longer than min_seconds runs once per repetition
+    slow = FakeClock(0.2)
+    monkeypatch.setattr(timing, "time", slow)
+    assert timing.time_repeated(slow.work, repetitions=3, warmup=0, device="cpu", min_seconds=0.05)["loops"] == 1
+    once = schema.stage_entry({"seconds": 1.0})  # a bare time: one repetition of one call
+    assert once["loops"] == 1 and once["repetitions"] == 1 and "cpu_seconds" not in once
+
+
+def test_planted_slowdown_hook(monkeypatch):
+    monkeypatch.delenv(timing.TEST_SLOWDOWN_ENV, raising=False)
+    assert timing.planted_slowdown("prepare_vectorized") == 0.0
+    monkeypatch.setenv(timing.TEST_SLOWDOWN_ENV, "0.3")
+    assert timing.planted_slowdown("prepare_vectorized") == 0.3 and timing.planted_slowdown("esm2_only") == 0.3
+    monkeypatch.setenv(timing.TEST_SLOWDOWN_ENV, "prepare_reference=0.5, end_to_end=0.25")
+    assert timing.planted_slowdown("prepare_reference") == 0.5 and timing.planted_slowdown("end_to_end") == 0.25
+    assert timing.planted_slowdown("prepare_vectorized") == 0.0
+    for bad in ("fast", "-0.1", "prepare_vectorized=x"):
+        monkeypatch.setenv(timing.TEST_SLOWDOWN_ENV, bad)
+        with pytest.raises(VirNucProError, match=timing.TEST_SLOWDOWN_ENV):
+            timing.planted_slowdown("prepare_vectorized")
+    clock = FakeClock(0.01)
+    monkeypatch.setattr(timing, "time", clock)
+    slowed = timing.slowed(clock.work, 0.3)
+    def perf_counter():  # each reading advances the clock a little, so the spin after a call ends
+        clock.now += 0.0001
+        return clock.now
+
+    clock.perf_counter = perf_counter
+    clock.process_time = perf_counter
+    t = timing.time_repeated(slowed, repetitions=3, warmup=0, device="cpu")
+    assert t["seconds"] == pytest.approx(0.013, abs=0.0005)  # 10 ms of work + 30% planted
+    assert timing.slowed(clock.work, 0.0) == clock.work
 
 
 def test_summarize_seconds_median_and_spread():
@@ -233,18 +315,44 @@ def test_monitor_survives_a_failing_backend(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- schema
-def _result(tokens_per_s=1000.0, seconds=1.0, lo=0.99, hi=1.01, suite="encoders", rel_err=6.7e-3):
+def _samples(seconds, spread, reps):
+    """``reps`` repetition times with median ``seconds`` and relative range ``spread``."""
+    if reps == 1:
+        return [seconds]
+    return [seconds * (1 - spread / 2)] + [seconds] * (reps - 2) + [seconds * (1 + spread / 2)]
+
+
+def _result(tokens_per_s=1000.0, seconds=1.0, lo=0.99, hi=1.01, suite="encoders", rel_err=6.7e-3, reps=5):
     res = schema.new_result(suite, ["virnucpro", "benchmark", "--suite", suite],
                             hardware={"gpu_name": "NVIDIA H200", "n_gpus": 1, "cpu": "x", "cpu_count": 16},
                             workload={"name": "small", "reads": 100, "frames": 160, "tokens": 8400})
     for name in ("esm2", "dnabert"):
         res["stages"][name] = {"tokens_per_s": tokens_per_s, "sequences_per_s": tokens_per_s / 50, "mfu": 0.5,
-                               "seconds": seconds, "seconds_min": lo, "seconds_max": hi, "peak_memory_gb": 10.0,
-                               "reserved_memory_gb": 12.0, "n_gpus": 1, "path": "optimized"}
+                               "seconds": seconds, "seconds_min": lo, "seconds_max": hi,
+                               "seconds_all": ([lo] + [seconds] * (reps - 2) + [hi])[-reps:], "repetitions": reps,
+                               "tokens": 1000, "peak_memory_gb": 10.0, "reserved_memory_gb": 12.0, "n_gpus": 1,
+                               "path": "optimized"}
     res["relative_error"] = rel_err
     res["call_agreement"] = 0.999
     res["memory"] = {"host_peak_rss_gb": 1.5, "leak_mb": 3.0, "leak_flagged": False}
     return res
+
+
+def _run(seconds=1.0, spread=0.0, reps=5, cpu=None, cpu_spread=0.0, loops=1, tokens=150_000, probe=0.01,
+         stage="prepare_vectorized", suite="prepare"):
+    """A result with one stage timed ``reps`` times (median ``seconds``, range ``spread``), with CPU times
+    (median ``cpu``, range ``cpu_spread``) and a steady machine probe (``probe`` seconds per call) when
+    ``cpu`` is given, as the prepare suite writes them."""
+    res = schema.new_result(suite, ["virnucpro", "benchmark", "--suite", suite],
+                            hardware={"gpu_name": None, "n_gpus": 0, "cpu": "x", "cpu_count": 2},
+                            workload={"name": "medium", "reads": 1000, "frames": 1600, "tokens": 84_000})
+    timing_ = timing.summarize_seconds(_samples(seconds, spread, reps))
+    timing_.update(repetitions=reps, loops=loops)
+    if cpu is not None:
+        timing_.update(cpu_seconds_all=_samples(cpu, cpu_spread, reps), probe=timing.PROBE_ID,
+                       probe_cpu_seconds_all=[probe] * reps)
+    res["stages"][stage] = schema.stage_entry(timing_, tokens=tokens, sequences=1000, path="optimized")
+    return schema.validate_result(res)
 
 
 VALIDATORS = [pytest.param(False, id="builtin"),
@@ -286,6 +394,9 @@ BAD = {
     "leak_flagged missing": lambda r: r["memory"].pop("leak_flagged"),
     "stages list": lambda r: r.__setitem__("stages", []),
     "warnings not strings": lambda r: r.__setitem__("warnings", [1]),
+    "zero repetitions": lambda r: r["stages"]["esm2"].__setitem__("repetitions", 0),
+    "zero loops": lambda r: r["stages"]["esm2"].__setitem__("loops", 0),
+    "negative cpu time": lambda r: r["stages"]["esm2"].__setitem__("cpu_seconds_all", [1.0, -1.0]),
 }
 
 
@@ -353,10 +464,12 @@ def test_planted_slowdown_is_flagged():
     assert v["esm2.tokens_per_s"] == "REGRESSION" and v["esm2.seconds"] == "REGRESSION"
     assert regression.has_regression(rows)
     row = next(r for r in rows if r["figure"] == "esm2.tokens_per_s")
-    assert row["change_pct"] == pytest.approx(-20.0) and row["noise_pct"] < 3
+    assert row["change_pct"] == pytest.approx(-20.0) and row["worse_pct"] == pytest.approx(25.0)
+    assert row["noise_pct"] == pytest.approx(100 * (0.02 + regression.REL_FLOOR + 0.001 / 1.0))  # max(2%, 1.6%)
     table = regression.format_table(rows)
-    assert table.startswith("| figure | baseline | current | change | noise (±) | verdict |")
-    assert "**REGRESSION**" in table and "-20.0%" in table and "**4 regressions**" in table
+    assert table.startswith("| figure | baseline | current | change | noise (±) | repetitions | verdict |")
+    assert "**REGRESSION**" in table and "-20.0%" in table and "**4 regressions** in 5 judged figures" in table
+    assert "| 5 / 5 |" in table and "Rule (threshold 10%):" in table
 
 
 def test_planted_slowdown_in_seconds_alone_is_flagged():
@@ -372,29 +485,195 @@ def test_equal_figures_pass():
     rows = regression.compare(_result(), _result())
     assert len(rows) == 5 and set(_verdicts(rows).values()) == {"ok"}
     assert not regression.has_regression(rows)
-    assert "No regression in 5 figures" in regression.format_table(rows)
+    assert "No regression in 5 judged figures" in regression.format_table(rows)
 
 
-def test_small_slowdown_under_threshold_passes():
-    rows = regression.compare(_result(tokens_per_s=920.0, seconds=1 / 0.92, lo=1.08, hi=1.09), _result())
-    assert not regression.has_regression(rows)
+@pytest.mark.parametrize("slowdown,verdict", [(0.09, "ok"), (0.11, "REGRESSION")])
+def test_threshold_is_ten_percent_with_zero_spread(slowdown, verdict):
+    """Zero spread and long repetitions: the noise is the floor (about 2%), so the 10% threshold decides."""
+    base, cur = _run(seconds=1.0), _run(seconds=1.0 + slowdown)
+    rows = regression.compare(cur, base)
+    assert _verdicts(rows) == {"prepare_vectorized.tokens_per_s": verdict, "prepare_vectorized.seconds": verdict}
+    assert all(r["noise_pct"] == pytest.approx(100 * (regression.REL_FLOOR + 0.001)) for r in rows)
+    assert all(r["bound_pct"] == pytest.approx(10.0) for r in rows)
+    assert regression.DEFAULT_THRESHOLD == 0.10
 
 
-def test_slowdown_inside_wide_spread_is_not_flagged():
-    base = _result(lo=0.7, hi=1.3)  # repetitions spread over 60% of the median
-    slow = _result(tokens_per_s=800.0, seconds=1.25, lo=0.9, hi=1.6)
-    rows = regression.compare(slow, base)
-    assert not regression.has_regression(rows)
-    row = next(r for r in rows if r["figure"] == "esm2.seconds")
-    assert row["noise_pct"] == pytest.approx(100 * math.hypot(0.6, 0.7 / 1.25))
-    # the same slowdown with tight repetitions is flagged
-    assert regression.has_regression(regression.compare(_result(tokens_per_s=800.0, seconds=1.25, lo=1.2, hi=1.3),
-                                                        _result(lo=0.98, hi=1.02)))
+def _cli_compare(monkeypatch, tmp_path, baseline: dict, current: dict):
+    """``virnucpro benchmark --suite prepare --compare-to BASE`` with the suite's measurement replaced by
+    ``current``: the command's exit status, its output and the result it wrote."""
+    from virnucpro_kernel import cli
+    from virnucpro_kernel.bench import suites
+
+    monkeypatch.setitem(suites.RUNNERS, "prepare", lambda ctx: json.loads(json.dumps(current)))
+    base_path = tmp_path / "baseline.json"
+    regression.save_baseline(baseline, base_path)
+    out = tmp_path / "out"
+    status = cli.main(["benchmark", "--suite", "prepare", "--data-size", "tiny", "--out", str(out),
+                       "--compare-to", str(base_path)])
+    return status, json.loads((out / "prepare.json").read_text())
+
+
+@pytest.mark.parametrize("slowdown,status", [(0.09, 0), (0.11, 1)])
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_compare_to_exit_status_at_9_and_11_percent(monkeypatch, tmp_path, capsys, slowdown, status, clock):
+    """The command a user runs: 9% slower passes, 11% slower exits 1 (zero spread, 10% threshold)."""
+    if clock == "cpu":  # a host stage: judged on CPU time; its wall clock moves the other way and is not judged
+        base, cur = _run(seconds=1.0, cpu=1.0), _run(seconds=0.8, cpu=1.0 + slowdown)
+    else:
+        base, cur = _run(seconds=1.0), _run(seconds=1.0 + slowdown)
+    got, written = _cli_compare(monkeypatch, tmp_path, base, cur)
+    printed = capsys.readouterr().out
+    assert got == status
+    assert written["comparison"]["regression"] is bool(status)
+    assert ("**REGRESSION**" in printed) is bool(status)
+    figure = "prepare_vectorized.cpu_seconds" if clock == "cpu" else "prepare_vectorized.seconds"
+    row = next(r for r in written["comparison"]["rows"] if r["figure"] == figure)
+    assert row["change_pct"] == pytest.approx(100 * slowdown)
+    assert row["verdict"] == ("REGRESSION" if status else "ok")
+    assert "Rule (threshold 10%):" in printed and "REGRESSION when slowdown > max(10%, max(spread" in printed
+    assert written["comparison"]["rule"]["threshold"] == 0.10
+    assert written["comparison"]["rule"]["min_repetitions"] == 3
+
+
+def test_noise_is_the_larger_of_both_runs_spreads():
+    for base, cur in ((_run(spread=0.3), _run(seconds=1.25)), (_run(), _run(seconds=1.25, spread=0.3))):
+        rows = regression.compare(cur, base)
+        assert _verdicts(rows)["prepare_vectorized.seconds"] == "ok"  # 25% slower, inside 30% + floors
+        assert rows[0]["noise_pct"] == pytest.approx(100 * (0.3 + regression.REL_FLOOR + 0.001), rel=0.02)
+    assert "Noise bands reach 32%" in regression.format_table(rows)
+    rows = regression.compare(_run(seconds=1.25, spread=0.1), _run(spread=0.2))
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.2 + regression.REL_FLOOR + 0.001), rel=0.01)
+    assert _verdicts(rows)["prepare_vectorized.seconds"] == "REGRESSION"  # 25% > 22.1%
+    assert _verdicts(regression.compare(_run(seconds=1.25, spread=0.24), _run(spread=0.05)))[
+        "prepare_vectorized.seconds"] == "ok"  # 25% < 26.1%
+
+
+def test_identical_medians_with_realistic_spread_never_flag():
+    """Back-to-back runs of one commit: same median, different repetitions (a slow outlier, a fast one, a
+    noisy run beside a quiet one); neither a regression nor an improvement, whatever the spread."""
+    rng = __import__("random").Random(7)
+    for _ in range(300):
+        reps_b, reps_c = rng.choice([3, 5, 7]), rng.choice([3, 5, 7])
+        med = rng.uniform(0.02, 5.0)
+
+        def run(reps):
+            lo, hi = med * (1 - rng.uniform(0.0, 0.4)), med * (1 + rng.uniform(0.0, 1.5))
+            half = (reps - 3) // 2
+            samples = ([lo] + [rng.uniform(lo, med) for _ in range(half)] + [med]
+                       + [rng.uniform(med, hi) for _ in range(half)] + [hi])
+            rng.shuffle(samples)
+            res = _run(seconds=med, reps=reps, cpu=med)
+            st = res["stages"]["prepare_vectorized"]
+            st.update(seconds_all=samples, seconds_min=lo, seconds_max=hi, cpu_seconds_all=samples[::-1])
+            return res
+
+        base, cur = run(reps_b), run(reps_c)
+        for rows in (regression.compare(cur, base), regression.compare(cur, base, threshold=0.0)):
+            assert {r["verdict"] for r in rows if r["metric"] == "cpu_seconds"} == {"ok"}, rows
+        for st in (base, cur):
+            del st["stages"]["prepare_vectorized"]["cpu_seconds_all"]  # judged on the wall clock
+        assert {r["verdict"] for r in regression.compare(cur, base, threshold=0.0)} == {"ok"}
+
+
+def test_too_short_to_compare():
+    base, cur = _run(seconds=0.004), _run(seconds=0.008)  # twice as slow, but a timed repetition is 4-8 ms
+    rows = regression.compare(cur, base)
+    assert set(_verdicts(rows).values()) == {"too short to compare"} and not regression.has_regression(rows)
+    assert rows[0]["reason"] == "timed repetition 4 ms in both runs, under 10 ms" and rows[0]["noise_pct"] is None
+    assert "No figure judged: all 2 left out" in regression.format_table(rows)
+    table = regression.format_table(regression.compare(_run(seconds=0.02), base))  # one side too short
+    assert "too short to compare: timed repetition 4 ms in the baseline, under 10 ms" in table
+    # the same calls timed 10 at a time (loops): 40 ms repetitions, judged
+    rows = regression.compare(_run(seconds=0.008, loops=10), _run(seconds=0.004, loops=10))
+    assert set(_verdicts(rows).values()) == {"REGRESSION"}
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (regression.REL_FLOOR + 0.001 / 0.04))
+
+
+@pytest.mark.parametrize("reps_base,reps_cur", [(1, 5), (5, 1), (2, 2), (1, 1)])
+def test_too_few_repetitions(reps_base, reps_cur):
+    rows = regression.compare(_run(seconds=3.0, reps=reps_cur), _run(seconds=1.0, reps=reps_base))
+    assert set(_verdicts(rows).values()) == {"too few repetitions"} and not regression.has_regression(rows)
+    assert rows[0]["reason"] == f"{reps_base} / {reps_cur} repetitions (baseline / current), 3 needed"
+    assert rows[0]["noise_pct"] is None and f"| {reps_base} / {reps_cur} |" in regression.format_table(rows)
+    # three on each side is enough
+    assert regression.has_regression(regression.compare(_run(seconds=3.0, reps=3), _run(seconds=1.0, reps=3)))
+
+
+def test_older_results_without_repetitions_are_not_comparable():
+    base, cur = _result(), _result(tokens_per_s=500.0, seconds=2.0, lo=1.99, hi=2.01)
+    for st in base["stages"].values():
+        del st["repetitions"], st["seconds_all"]  # a result written before repetitions were recorded
+    rows = regression.compare(cur, base)
+    stage_rows = [r for r in rows if r["stage"]]
+    assert {r["verdict"] for r in stage_rows} == {"not comparable"} and not regression.has_regression(rows)
+    assert all(r["reason"] == "no repetition count in the baseline (older result file)" for r in stage_rows)
+    # committed results read as they are: what they lack is listed, nothing is flagged
+    for path in sorted((ROOT / "reports").glob("*/*.json")):
+        old = regression.load_baseline(path)
+        rows = regression.compare(old, old)
+        assert not regression.has_regression(rows)
+        assert {r["verdict"] for r in rows} <= {"ok", "too few repetitions", "not comparable"}
+        for r in rows:
+            assert r["verdict"] == "ok" or r["reason"]
+
+
+def test_host_stages_are_judged_on_cpu_time_against_the_machine_probe():
+    base = _run(seconds=1.0, spread=0.05, cpu=0.9, cpu_spread=0.05)
+    busy = _run(seconds=1.6, spread=0.05, cpu=0.92, cpu_spread=0.05)  # waited for a core, did the same work
+    v = _verdicts(regression.compare(busy, base))
+    assert v == {"prepare_vectorized.cpu_seconds": "ok", "prepare_vectorized.tokens_per_s": "not judged",
+                 "prepare_vectorized.seconds": "not judged"}
+    slower = _run(seconds=1.0, spread=0.05, cpu=1.2, cpu_spread=0.05)  # 33% more work, wall clock unchanged
+    rows = regression.compare(slower, base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"
+    floor = regression.REL_FLOOR + 0.001 / 0.9
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.05 + 0.05 + floor), rel=1e-6)  # both runs' spreads
+    assert rows[0]["probe_noise_pct"] == pytest.approx(100 * (0.05 + floor), rel=1e-6)  # the larger one
+    assert rows[0]["machine_pct"] == pytest.approx(0.0) and rows[0]["probe_worse_pct"] == pytest.approx(100 / 3)
+    assert rows[0]["worse_pct"] == pytest.approx(100 / 3)
+    # the machine itself 40% slower (the probe too): the same code, not a regression
+    drift = _run(seconds=1.4, spread=0.05, cpu=1.26, cpu_spread=0.05, probe=0.014)
+    rows = regression.compare(drift, base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
+    assert rows[0]["change_pct"] == pytest.approx(40.0) and rows[0]["machine_pct"] == pytest.approx(40.0)
+    assert rows[0]["probe_worse_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert "+40.0%; machine +40.0%, relative to it +0.0%" in regression.format_table(rows)
+    # 30% more work on a machine 40% slower: still a regression
+    both = _run(seconds=1.8, spread=0.05, cpu=1.26 * 1.3, cpu_spread=0.05, probe=0.014)
+    assert _verdicts(regression.compare(both, base))["prepare_vectorized.cpu_seconds"] == "REGRESSION"
+    # a probe that ran twice as fast while the CPU time stayed: not a regression of the code either
+    fast_probe = _run(seconds=1.0, spread=0.05, cpu=0.92, cpu_spread=0.05, probe=0.005)
+    assert _verdicts(regression.compare(fast_probe, base))["prepare_vectorized.cpu_seconds"] == "ok"
+    # CPU time on one side only (a baseline written before it was recorded): not comparable, not the wall clock
+    old = _run(seconds=1.0, spread=0.05)
+    rows = regression.compare(busy, old)
+    assert set(_verdicts(rows).values()) == {"not comparable"} and "older result file" in rows[0]["reason"]
+    other_probe = _run(seconds=1.0, spread=0.05, cpu=0.9, cpu_spread=0.05)
+    other_probe["stages"]["prepare_vectorized"]["probe"] = "machine_probe v0"
+    assert _verdicts(regression.compare(busy, other_probe))["prepare_vectorized.cpu_seconds"] == "not comparable"
+
+
+def test_cpu_time_band_is_the_sum_of_both_spreads():
+    base = _run(seconds=1.0, cpu=1.0, cpu_spread=0.12)
+    rows = regression.compare(_run(seconds=1.0, cpu=1.25, cpu_spread=0.12), base)  # 25% < 12 + 12 + 2.1%
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.24 + regression.REL_FLOOR + 0.001))
+    rows = regression.compare(_run(seconds=1.0, cpu=1.3, cpu_spread=0.12), base)  # 30% > 26.1%
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"
+
+
+def test_different_work_per_call_is_not_comparable():
+    rows = regression.compare(_run(seconds=4.0, tokens=600_000), _run(seconds=1.0))
+    assert set(_verdicts(rows).values()) == {"not comparable"}
+    assert "different work per call: 150000 vs 600000" in rows[0]["reason"]
 
 
 def test_improvement_is_better():
     v = _verdicts(regression.compare(_result(tokens_per_s=1300.0, seconds=0.77, lo=0.76, hi=0.78), _result()))
     assert v["esm2.tokens_per_s"] == "better" and v["esm2.seconds"] == "better"
+    v = _verdicts(regression.compare(_run(seconds=0.92), _run()))  # 8.7% faster: inside the threshold
+    assert v["prepare_vectorized.seconds"] == "ok"
 
 
 def test_relative_error_is_tracked():
@@ -404,6 +683,38 @@ def test_relative_error_is_tracked():
     assert v["relative_error.esm2"] == "ok"  # under the fp32 rounding level
     v = _verdicts(regression.compare(_result(rel_err={"esm2": 5e-3}), _result(rel_err={"esm2": 6.7e-3})))
     assert v["relative_error.esm2"] == "better"
+    v = _verdicts(regression.compare(_result(rel_err=7.3e-3), _result(rel_err=6.7e-3)))
+    assert v["relative_error"] == "ok"  # 9% up
+
+
+def test_history_tables_use_the_same_rule(tmp_path):
+    """Notebook 04: back-to-back runs of one commit show no regression; a planted one is flagged; both
+    verdicts are those of ``regression.compare``."""
+    import pandas as pd
+
+    from virnucpro_kernel import reports
+
+    runs = [_run(seconds=1.0, spread=0.25, cpu=0.5, cpu_spread=0.08),
+            _run(seconds=1.6, spread=0.10, cpu=0.52, cpu_spread=0.12),  # same commit on a busier machine
+            _run(seconds=1.3, spread=0.05, cpu=0.70, cpu_spread=0.04)]  # 35% more CPU time: a regression
+    for k, r in enumerate(runs):
+        r["timestamp"], r["git_commit"] = f"2026-01-0{k + 1}T00:00:00Z", str(k + 1) * 40
+        schema.write_result(r, tmp_path / f"run{k}")
+    files = reports.history_files([tmp_path])
+    results = reports.load_results(files)
+    table = reports.regression_table(results)
+    assert list(table.verdict) == ["ok", "not judged", "not judged", "REGRESSION", "not judged", "not judged"]
+    expected = regression.compare(runs[1], runs[0]) + regression.compare(runs[2], runs[1])
+    assert list(table.verdict) == [r["verdict"] for r in expected]
+    assert list(table.noise_pct.fillna(-1)) == [-1 if r["noise_pct"] is None else r["noise_pct"] for r in expected]
+    flagged = reports.regressions(table)
+    assert list(flagged.metric) == ["cpu_seconds"] and list(flagged.commit) == ["3" * 12]
+    checks = reports.check_history(reports.history_table(files), table)
+    assert (checks["passed"] == "yes").all()
+    assert "2 judged" in " ".join(checks["detail"])
+    assert isinstance(table.timestamp.iloc[0], pd.Timestamp)
+    with pytest.raises(AssertionError, match="say why"):
+        reports.check_history(reports.history_table(files), table.assign(reason=""))
 
 
 def test_comparability_notes():

@@ -28,8 +28,17 @@ def test_every_suite_writes_a_valid_result(bench_dir, suite):
     paths = {s["path"] for s in result["stages"].values()}
     if suite in ("prepare", "engine", "equivalence"):
         assert {"optimized", "reference"} <= paths, "optimized and reference are measured in the same run"
-    for st in result["stages"].values():
+    for name, st in result["stages"].items():
         assert st["seconds"] > 0
+        if suite in ("prepare", "encoders", "engine"):  # what --compare-to judges: 3 repetitions or more
+            assert st["repetitions"] >= 3 and len(st.get("seconds_all") or [0] * 3) == st["repetitions"], name
+        else:  # timed once as a by-product: the result says so, the regression check lists it unjudged
+            assert st["repetitions"] == 1 and "not judged" in st["notes"], name
+    if suite == "prepare":  # host work: CPU time recorded, short calls timed several at a time
+        for st in result["stages"].values():
+            assert len(st["cpu_seconds_all"]) == len(st["probe_cpu_seconds_all"]) == st["repetitions"]
+            assert st["probe"] == "machine_probe v1" and st["loops"] >= 1
+            assert st["cpu_seconds"] * st["loops"] >= 0.25 * 0.5  # a quarter second of CPU time, give or take
 
 
 @pytest.mark.slow
@@ -53,14 +62,32 @@ def test_compare_to_flags_a_planted_slowdown(bench_dir, tmp_path):
         # a baseline 1000x faster with no spread: today's run is slower by far more than any timing noise of a
         # tiny workload on a shared machine (the regression rule itself is tested on synthetic figures)
         st["seconds"] = st["seconds_min"] = st["seconds_max"] = st["seconds"] / 1000
-        st["seconds_all"] = [st["seconds"]]
+        st["seconds_all"] = [st["seconds"]] * st["repetitions"]
+        st["cpu_seconds"] /= 1000
+        st["cpu_seconds_all"] = [st["cpu_seconds"]] * st["repetitions"]
+        st["loops"] *= 1000  # the same length of a timed repetition
         st["tokens_per_s"] *= 1000
     (tmp_path / "prepare.json").write_text(json.dumps(base))
     r = run_cli("benchmark", "--suite", "prepare", "--data-size", "tiny", "--quick", "--out", tmp_path / "new",
                 "--compare-to", tmp_path / "prepare.json", "--no-reference")
     assert r.returncode == 1, r.stderr[-2000:]
-    assert "REGRESSION" in r.stdout
-    assert "| figure" in r.stdout
+    assert "| prepare_vectorized.cpu_seconds |" in r.stdout and "**REGRESSION**" in r.stdout
+    assert "not judged: wall clock" in r.stdout and "Rule (threshold 10%):" in r.stdout
+    rows = load_result(tmp_path / "new" / "prepare.json")["comparison"]["rows"]
+    assert [r["verdict"] for r in rows] == ["REGRESSION", "not judged", "not judged"]
+
+
+@pytest.mark.slow
+def test_test_hook_is_announced(tmp_path):
+    r = run_cli("benchmark", "--suite", "prepare", "--data-size", "tiny", "--quick", "--out", tmp_path,
+                "--no-reference", env={"VIRNUCPRO_BENCH_TEST_SLOWDOWN": "prepare_vectorized=0.3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    warnings = load_result(tmp_path / "prepare.json")["warnings"]
+    assert any("VIRNUCPRO_BENCH_TEST_SLOWDOWN: stage prepare_vectorized slowed by 30% on purpose" in w
+               for w in warnings)
+    r = run_cli("benchmark", "--suite", "prepare", "--data-size", "tiny", "--quick", "--out", tmp_path / "bad",
+                "--no-reference", env={"VIRNUCPRO_BENCH_TEST_SLOWDOWN": "lots"})
+    assert r.returncode == 2 and "VIRNUCPRO_BENCH_TEST_SLOWDOWN" in r.stderr
 
 
 def test_committed_h200_results_are_valid():

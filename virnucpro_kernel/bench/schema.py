@@ -3,6 +3,14 @@
 A result is one JSON object per suite (``<suite>.json``) with a markdown twin (``<suite>.md``) for people.
 ``RESULT_SCHEMA`` is the contract; ``validate_result`` checks it with ``jsonschema`` when importable, else
 with a small built-in validator of the same schema (the keywords used here only).
+
+What the regression check (``bench.regression``) needs of a stage: ``seconds`` (median of the repetitions,
+per call), ``repetitions``, ``seconds_all`` (each repetition's seconds per call; ``seconds_min`` and
+``seconds_max`` are their extremes), ``loops`` (calls per timed repetition, 1 when absent) and, for work
+timed on the CPU, ``cpu_seconds`` / ``cpu_seconds_all`` (CPU time of the process per call) with ``probe`` and
+``probe_cpu_seconds_all`` (CPU time of a fixed piece of work timed before each repetition: the machine's
+speed), the figures judged there. Older files with neither ``repetitions`` nor ``seconds_all`` still
+validate; their stages are listed as not comparable.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -41,6 +50,11 @@ STAGE_SCHEMA: dict = {
         "seconds_max": _NUM0,
         "seconds_all": {"type": "array", "items": _NUM0},
         "repetitions": {"type": "integer", "minimum": 1},
+        "loops": {"type": "integer", "minimum": 1},
+        "cpu_seconds": _NUM0,
+        "cpu_seconds_all": {"type": "array", "items": _NUM0},
+        "probe": {"type": "string"},
+        "probe_cpu_seconds_all": {"type": "array", "items": _NUM0},
         "tokens": _INT0_OR_NULL,
         "sequences": _INT0_OR_NULL,
         "peak_memory_gb": _NUM0_OR_NULL,
@@ -303,8 +317,9 @@ def new_result(suite: str, command, hardware: dict | None = None, workload: dict
 def stage_entry(timing: dict, tokens: int | None = None, sequences: int | None = None, *, n_gpus: int = 1,
                 path: str = "optimized", memory: dict | None = None, flops_per_token: float | None = None,
                 ceiling_tflops: float | None = None) -> dict:
-    """One ``stages`` entry from ``timing.time_repeated`` output, the work done per repetition and a
-    ``timing.memory_stage`` record. MFU uses the per-GPU ceiling times ``n_gpus``."""
+    """One ``stages`` entry from ``timing.time_repeated`` output, the work done per call and a
+    ``timing.memory_stage`` record. MFU uses the per-GPU ceiling times ``n_gpus``. A bare ``{"seconds": s}``
+    is one repetition of one call."""
     from .timing import mfu
 
     seconds = float(timing["seconds"])
@@ -321,6 +336,7 @@ def stage_entry(timing: dict, tokens: int | None = None, sequences: int | None =
         "seconds_max": float(timing.get("seconds_max", seconds)),
         "seconds_all": [float(s) for s in timing.get("seconds_all", [seconds])],
         "repetitions": int(timing.get("repetitions", len(timing.get("seconds_all", [seconds])))),
+        "loops": int(timing.get("loops", 1)),
         "tokens": tokens,
         "sequences": sequences,
         "peak_memory_gb": memory.get("peak_allocated_gb"),
@@ -329,6 +345,12 @@ def stage_entry(timing: dict, tokens: int | None = None, sequences: int | None =
         "n_gpus": int(n_gpus),
         "path": path,
     }
+    if timing.get("cpu_seconds_all"):
+        entry["cpu_seconds"] = float(timing.get("cpu_seconds", statistics.median(timing["cpu_seconds_all"])))
+        entry["cpu_seconds_all"] = [float(s) for s in timing["cpu_seconds_all"]]
+    if timing.get("probe_cpu_seconds_all"):
+        entry["probe"] = str(timing.get("probe") or "probe")
+        entry["probe_cpu_seconds_all"] = [float(s) for s in timing["probe_cpu_seconds_all"]]
     return entry
 
 
@@ -409,12 +431,16 @@ def render_markdown(obj: dict) -> str:
         for name, st in stages.items():
             spread = (f"{_fmt(st.get('seconds_min'), 's')}–{_fmt(st.get('seconds_max'), 's')}"
                       if st.get("seconds_min") is not None else "–")
+            reps = _fmt(st.get("repetitions") or (len(st["seconds_all"]) if st.get("seconds_all") else None))
+            if (st.get("loops") or 1) > 1:
+                reps += f" x {st['loops']} calls"
             rows.append([name, st.get("path", "–"), _fmt(st.get("n_gpus")), _fmt(st.get("seconds"), "s"), spread,
+                         reps,
                          _fmt(st.get("tokens_per_s"), "int"), _fmt(st.get("sequences_per_s"), "int"),
                          _fmt(st.get("mfu"), "pct"), _fmt(st.get("peak_memory_gb"), "gb"),
                          _fmt(st.get("reserved_memory_gb"), "gb"), _fmt(st.get("memory_ratio"), "pct")])
-        out += _table(["stage", "path", "GPUs", "seconds (median)", "min–max", "tokens/s", "sequences/s", "MFU",
-                       "peak alloc GB", "reserved GB", "alloc/reserved"], rows)
+        out += _table(["stage", "path", "GPUs", "seconds (median)", "min–max", "repetitions", "tokens/s",
+                       "sequences/s", "MFU", "peak alloc GB", "reserved GB", "alloc/reserved"], rows)
     if obj.get("ratios"):
         out += ["## Ratios", ""] + _table(["ratio", "value"],
                                           [[k, _fmt(v)] for k, v in obj["ratios"].items()])

@@ -2,6 +2,13 @@
 
 - ``time_repeated``: warm-up, then repetitions timed with CUDA events (GPU) or ``perf_counter`` after
   synchronising every GPU (wall clock, for work spread over devices or host-bound pipelines); median and spread.
+  With ``min_seconds``, a call shorter than that is run several times (``loops``) per timed repetition, so that
+  each repetition lasts at least ``min_seconds`` and the timer's jitter stays small beside it; every figure is
+  then per call.
+- ``machine_probe``: a fixed piece of host work (interpreter and NumPy) timed beside each repetition of a host
+  stage, so that a comparison can tell a slower machine (the probe slows too) from slower code.
+- ``planted_slowdown`` / ``slowed``: the test hook that plants a known slowdown in a stage (environment variable
+  ``VIRNUCPRO_BENCH_TEST_SLOWDOWN``), to check that the regression check catches it.
 - ``memory_stage``: peak allocated and reserved GPU memory of a block of work and their ratio.
 - ``LeakCheck``: GPU memory still allocated after a run, flagged when more than 100 MB above the level before.
 - ``host_peak_rss_gb`` / ``host_rss_gb``: host memory.
@@ -12,12 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
+import os
 import statistics
 import sys
 import time
 from typing import Any, Callable
 
 import torch
+
+from ..errors import VirNucProError
 
 GB = 1024 ** 3
 MB = 1024 ** 2
@@ -67,15 +78,60 @@ def summarize_seconds(samples: list[float]) -> dict:
     }
 
 
+MAX_LOOPS = 100_000
+
+
+# ------------------------------------------------------------------------------------------ machine probe
+PROBE_ID = "machine_probe v1"
+_PROBE_STATE: dict = {}
+
+
+def machine_probe() -> int:
+    """A fixed piece of host work, a few milliseconds: codon lookups in a dict over a 6 kb sequence and a join
+    (interpreter work, like the reference path), then a cast, a cumulative sum and a gather over a 1 MB array
+    (memory-bound NumPy, like the vectorized path). It never changes (``PROBE_ID`` names its version): timed
+    beside a stage in both runs of a comparison, its change is the change of the machine's speed."""
+    import numpy as np
+
+    if not _PROBE_STATE:
+        rng = np.random.default_rng(20240229)
+        _PROBE_STATE["seq"] = rng.choice(np.frombuffer(b"ACGT", dtype=np.uint8), 6000).tobytes().decode()
+        _PROBE_STATE["codons"] = {a + b + c: i for i, (a, b, c) in enumerate(
+            (a, b, c) for a in "ACGT" for b in "ACGT" for c in "ACGT")}
+        _PROBE_STATE["array"] = rng.integers(0, 255, 1 << 20, dtype=np.uint8)
+    seq, codons, arr = _PROBE_STATE["seq"], _PROBE_STATE["codons"], _PROBE_STATE["array"]
+    text = ",".join(str(codons[seq[k:k + 3]]) for k in range(0, len(seq) - 2, 3))
+    wide = arr.astype(np.int32)
+    total = np.cumsum(wide)
+    return len(text) + int(np.take(wide, total % wide.size)[-1])
+
+
 def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, device=None,
-                  clock: str = "auto") -> dict:
+                  clock: str = "auto", min_seconds: float = 0.0, probe: Callable[[], Any] | None = None,
+                  probe_seconds: float = 0.1) -> dict:
     """Run ``fn`` ``warmup`` times untimed, then ``repetitions`` times timed.
 
     ``clock``: ``"events"`` (CUDA events on the current stream of ``device``; GPU time between launch of the
     first and completion of the last kernel, host gaps included), ``"wall"`` (``perf_counter`` with every GPU
     synchronised before and after: use for multi-GPU or host-bound work), ``"auto"`` (events on CUDA, wall
-    on CPU). Returns ``dict(seconds=median, seconds_min, seconds_max, seconds_all, spread, repetitions,
-    warmup, clock)``, all JSON-serialisable (capture fn's output in a closure if it is needed).
+    on CPU).
+
+    Work on the CPU (``device`` is the CPU) is also timed by the CPU time of this process
+    (``time.process_time``: user and system time of all its threads): ``cpu_seconds`` (median) and
+    ``cpu_seconds_all``. Unlike the wall clock it does not count the time the process waited for a core, so it
+    is the figure the regression check judges host stages on (``bench.regression``). With ``probe`` (on the CPU
+    only; ``machine_probe``), a block of probe calls lasting at least ``probe_seconds`` of CPU time runs just
+    before each timed repetition: ``probe_cpu_seconds_all`` (CPU time per probe call, one per repetition).
+
+    ``min_seconds``: the shortest timed repetition (CPU time on the CPU, the clock's time elsewhere). When one
+    call is shorter, each repetition runs ``fn`` ``loops`` times back to back (``loops`` calibrated after the
+    warm-up, growing until one block lasts ``min_seconds``, at most ``MAX_LOOPS``), and every figure is divided
+    by ``loops``: seconds per call. 0 (the default): one call per repetition. A garbage collection runs before
+    each timed repetition (untimed), so that one repetition does not pay for the garbage of the others.
+
+    Returns ``dict(seconds=median, seconds_min, seconds_max, seconds_all, spread, repetitions, loops, warmup,
+    clock)`` (plus ``cpu_seconds``, ``cpu_seconds_all`` on the CPU, ``probe``, ``probe_cpu_seconds_all`` with a
+    probe) with every time per call, all JSON-serialisable (capture fn's output in a closure if it is needed).
     """
     if repetitions < 1:
         raise ValueError("repetitions must be >= 1")
@@ -87,29 +143,111 @@ def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, 
         raise ValueError(f"unknown clock {clock!r}")
     if clock == "events" and not on_cuda:
         raise ValueError("CUDA events need a CUDA device")
+    host = not on_cuda
+    if probe is not None and dev.type != "cpu":
+        raise ValueError("a machine probe times host work: use it with device='cpu'")
 
-    for _ in range(max(0, warmup)):
-        fn()
-    samples: list[float] = []
-    for _ in range(repetitions):
+    def block(work: Callable[[], Any], loops: int) -> tuple[float, float | None]:
+        """Seconds of ``loops`` calls of ``work`` back to back: (clock, process CPU time or None)."""
         if clock == "events":
             with torch.cuda.device(dev):
                 torch.cuda.synchronize(dev)
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                fn()
+                for _ in range(loops):
+                    work()
                 end.record()
                 end.synchronize()
-                samples.append(start.elapsed_time(end) / 1000.0)
-        else:
-            _sync_all_gpus()
-            t0 = time.perf_counter()
-            fn()
-            _sync_all_gpus()
-            samples.append(time.perf_counter() - t0)
-    out = summarize_seconds(samples)
-    out.update(repetitions=repetitions, warmup=warmup, clock=clock)
+                return start.elapsed_time(end) / 1000.0, None
+        _sync_all_gpus()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(loops):
+            work()
+        _sync_all_gpus()
+        t1, c1 = time.perf_counter(), time.process_time()
+        return t1 - t0, (c1 - c0 if host else None)
+
+    def calibrate(work: Callable[[], Any], target: float) -> int:
+        """Calls of ``work`` per block so that a block lasts at least ``target`` (CPU time on the host)."""
+        loops = 1
+        wall, cpu = block(work, 1)
+        elapsed = cpu if host else wall
+        while elapsed < target and loops < MAX_LOOPS:
+            want = math.ceil(loops * 1.2 * target / max(elapsed, 1e-9))
+            loops = min(MAX_LOOPS, max(2 * loops, want))
+            wall, cpu = block(work, loops)
+            elapsed = cpu if host else wall
+        return loops
+
+    for _ in range(max(0, warmup)):
+        fn()
+    loops = calibrate(fn, min_seconds) if min_seconds > 0 else 1
+    probe_loops = calibrate(probe, probe_seconds) if probe is not None else 0
+    walls, cpus, probes = [], [], []
+    for _ in range(repetitions):
+        gc.collect()
+        if probe is not None:
+            probes.append(block(probe, probe_loops)[1] / probe_loops)
+        wall, cpu = block(fn, loops)
+        walls.append(wall / loops)
+        if cpu is not None:
+            cpus.append(cpu / loops)
+    out = summarize_seconds(walls)
+    if cpus:
+        out.update(cpu_seconds=statistics.median(cpus), cpu_seconds_all=cpus)
+    if probes:
+        out.update(probe=PROBE_ID if probe is machine_probe else getattr(probe, "__name__", "probe"),
+                   probe_cpu_seconds_all=probes)
+    out.update(repetitions=repetitions, loops=loops, warmup=warmup, clock=clock)
     return out
+
+
+# -------------------------------------------------------------------------------------------- test hook
+TEST_SLOWDOWN_ENV = "VIRNUCPRO_BENCH_TEST_SLOWDOWN"
+
+
+def planted_slowdown(stage: str) -> float:
+    """The slowdown planted in ``stage`` by the test hook, as a fraction (0.3: each call 30% longer); 0 when
+    the hook is off.
+
+    Test hook only: ``VIRNUCPRO_BENCH_TEST_SLOWDOWN=0.3`` slows every stage the benchmark times through it,
+    ``VIRNUCPRO_BENCH_TEST_SLOWDOWN=prepare_vectorized=0.3,prepare_reference=0.5`` only the named ones. It
+    exists to check, end to end, that ``virnucpro benchmark --compare-to`` catches a known slowdown; a result
+    made with it carries a warning saying so."""
+    spec = os.environ.get(TEST_SLOWDOWN_ENV, "").strip()
+    if not spec:
+        return 0.0
+    found = 0.0
+    for item in spec.split(","):
+        name, sep, value = item.strip().rpartition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = math.nan
+        if not (fraction >= 0 and math.isfinite(fraction)):
+            raise VirNucProError(f"{TEST_SLOWDOWN_ENV}={spec!r}: expected a fraction >= 0 such as 0.3, or "
+                                 "stage=fraction pairs separated by commas")
+        if not sep or name.strip() in (stage, "*"):
+            found = fraction
+    return found
+
+
+def slowed(fn: Callable[[], Any], fraction: float) -> Callable[[], Any]:
+    """``fn`` made ``fraction`` slower: after each call, the CPU spins for ``fraction`` times the call's own
+    duration (so the planted slowdown is relative, whatever the speed of the machine). For the test hook."""
+    if not fraction:
+        return fn
+
+    def run():
+        t0 = time.perf_counter()
+        out = fn()
+        end = time.perf_counter()
+        end += fraction * (end - t0)
+        while time.perf_counter() < end:
+            pass
+        return out
+
+    return run
 
 
 # ------------------------------------------------------------------------------------------------ memory

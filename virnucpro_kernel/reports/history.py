@@ -15,7 +15,7 @@ from .paths import repo_path, repo_root
 from .tables import checks_table
 
 COMPARISON_COLUMNS = ["timestamp", "series", "metric", "baseline", "current", "change_pct", "noise_pct", "verdict",
-                      "commit", "baseline_commit"]
+                      "reason", "commit", "baseline_commit"]
 
 
 def committed_results(directory, root=None, cache=None) -> list[Path]:
@@ -104,12 +104,14 @@ def history_table(files) -> pd.DataFrame:
     return history
 
 
-def regression_table(results: list[tuple[str, dict]], threshold: float = 0.10) -> pd.DataFrame:
-    """Each result compared with the previous one of the same suite, hardware and workload
-    (``bench.regression.compare``: a figure worse by more than ``threshold`` and the noise is a
-    ``REGRESSION``)."""
-    from ..bench.regression import compare
+def regression_table(results: list[tuple[str, dict]], threshold: float | None = None) -> pd.DataFrame:
+    """Each result compared with the previous one of the same suite, hardware and workload, by the rule of
+    ``virnucpro benchmark --compare-to`` (``bench.regression.compare``, threshold 10% by default): a figure is a
+    ``REGRESSION`` when it slowed by more than the threshold and the noise of both runs; figures with too few
+    repetitions or too short to time are listed with the reason and not judged."""
+    from ..bench.regression import DEFAULT_THRESHOLD, compare
 
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     groups: dict[tuple, list] = {}
     for _, res in results:
         hw, wl = res.get("hardware") or {}, res.get("workload") or {}
@@ -125,7 +127,7 @@ def regression_table(results: list[tuple[str, dict]], threshold: float = 0.10) -
                 rows.append({"timestamp": pd.to_datetime(cur.get("timestamp"), utc=True),
                              "series": f"{suite}/{figure} [{_hardware_label(gpu, n)}]", "metric": row["metric"],
                              "baseline": row["baseline"], "current": row["current"], "change_pct": row["change_pct"],
-                             "noise_pct": row["noise_pct"], "verdict": row["verdict"],
+                             "noise_pct": row["noise_pct"], "verdict": row["verdict"], "reason": row.get("reason"),
                              "commit": str(cur.get("git_commit"))[:12],
                              "baseline_commit": str(prev.get("git_commit"))[:12]})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
@@ -139,17 +141,23 @@ def regressions(comparisons: pd.DataFrame) -> pd.DataFrame:
 
 def check_history(history: pd.DataFrame, comparisons: pd.DataFrame, required: bool = True) -> pd.DataFrame:
     """The regression page's assertions: a history exists, its values are finite, every comparison has a verdict
-    (flagged regressions are reported, not failed)."""
-    from ..bench.regression import has_regression
+    of ``bench.regression`` and every figure left out of the verdict says why (flagged regressions are reported,
+    not failed)."""
+    from ..bench.regression import JUDGED, VERDICTS, has_regression
 
     if history is None or len(history) == 0:
         return checks_table([("benchmark history present", False if required else None, "no result files found")])
     values = history["value"].astype(float)
     flagged = has_regression(comparisons.to_dict(orient="records"))
     distinct = len(history[["suite", "timestamp", "git_commit", "gpu_name", "n_gpus"]].drop_duplicates())
+    left_out = comparisons[~comparisons["verdict"].isin(JUDGED)]
+    reasons = left_out["reason"] if "reason" in comparisons else pd.Series([""] * len(left_out), dtype=object)
     rows = [("history values finite", bool(np.isfinite(values).all()), f"{len(values)} values from {distinct} results"),
-            ("every comparison has a verdict", bool(comparisons["verdict"].notna().all()),
-             f"{len(comparisons)} comparisons" + (", regressions flagged above" if flagged else ""))]
+            ("every comparison has a verdict", bool(comparisons["verdict"].isin(VERDICTS).all()),
+             f"{len(comparisons)} comparisons, {len(comparisons) - len(left_out)} judged"
+             + (", regressions flagged above" if flagged else "")),
+            ("figures left out of the verdict say why", bool(reasons.fillna("").astype(str).str.len().gt(0).all()),
+             f"{len(left_out)} left out")]
     if required:
         rows.append(("at least one comparison made", len(comparisons) > 0, f"{len(comparisons)} comparisons"))
     return checks_table(rows, "history checks")
