@@ -692,7 +692,7 @@ def test_history_tables_use_the_same_rule(tmp_path):
     verdicts are those of ``regression.compare``."""
     import pandas as pd
 
-    from virnucpro_kernel import reports
+    from virnucpro_kernel.reports import history as reports
 
     runs = [_run(seconds=1.0, spread=0.25, cpu=0.5, cpu_spread=0.08),
             _run(seconds=1.6, spread=0.10, cpu=0.52, cpu_spread=0.12),  # same commit on a busier machine

@@ -13,8 +13,10 @@ from .benchmarks import (call_agreement, error_distribution, gpu_summary, gpu_ti
                          throughput_vs_gpus)
 from .evaluation import comparison_bars, metrics_by_length, overview, pr_curve, roc_curve, score_distributions
 from .runs import calls_per_record, chunk_positions, chunk_track, score_histogram
+from .speed import kernel_time, route_mfu, run_overhead
 
 __all__ = ["call_agreement", "calls_per_record", "chunk_positions", "chunk_track", "comparison_bars",
-           "error_distribution", "gpu_summary", "gpu_timeline", "hours_projection", "metrics_by_length", "overview",
-           "pr_curve", "regression_trends", "roc_curve", "run_phases", "scaling_efficiency", "score_distributions",
-           "score_histogram", "stage_times", "switch_errors", "throughput_vs_gpus"]
+           "error_distribution", "gpu_summary", "gpu_timeline", "hours_projection", "kernel_time", "metrics_by_length",
+           "overview", "pr_curve", "regression_trends", "roc_curve", "route_mfu", "run_overhead", "run_phases",
+           "scaling_efficiency", "score_distributions", "score_histogram", "stage_times", "switch_errors",
+           "throughput_vs_gpus"]
