@@ -196,7 +196,7 @@ def suite_encoders(ctx: Context) -> dict:
 
     raw = run_encoder_benchmark(ctx.device, quick=ctx.args.quick, repeats=ctx.gpu_repetitions)
     result = schema.new_result("encoders", ctx.command, workload={
-        "name": "mixed-lengths (performance-anchors): proteins uniform in 30-166 residues",
+        "name": "mixed lengths: 3,000 proteins uniform in 30-166 residues",
         "reads": 0, "frames": raw.get("workload", {}).get("sequences"), "tokens": raw.get("workload", {}).get("tokens")})
     for name, st in raw.items():
         if not isinstance(st, dict) or "tokens_per_s" not in st:
