@@ -355,22 +355,15 @@ def _run(seconds=1.0, spread=0.0, reps=5, cpu=None, cpu_spread=0.0, loops=1, tok
     return schema.validate_result(res)
 
 
-VALIDATORS = [pytest.param(False, id="builtin"),
-              pytest.param(True, id="jsonschema",
-                           marks=pytest.mark.skipif(__import__("importlib").util.find_spec("jsonschema") is None,
-                                                    reason="jsonschema not installed"))]
-
-
-@pytest.mark.parametrize("use_jsonschema", VALIDATORS)
-def test_good_result_validates(use_jsonschema):
+def test_good_result_validates():
     res = _result()
     res["scaling_efficiency"] = {"1": 1.0, "2": 0.99, "4": 0.98}
     res["ratios"] = {"esm2_speedup_vs_reference": 18.8}
     res["relative_error"] = {"esm2": 6.7e-3, "scores": 1e-5}
     res["call_agreement"] = {"chunks": 0.9987}
     res["gpu_monitor"] = {"available": False, "log": None, "samples": 0, "busy_fraction": None, "per_gpu": {}}
-    assert schema.result_errors(res, use_jsonschema) == []
-    assert schema.validate_result(res, use_jsonschema) is res
+    assert schema.result_errors(res) == []
+    assert schema.validate_result(res) is res
 
 
 BAD = {
@@ -400,14 +393,13 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("use_jsonschema", VALIDATORS)
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_result_is_rejected(case, use_jsonschema):
+def test_bad_result_is_rejected(case):
     res = _result()
     BAD[case](res)
-    assert schema.result_errors(res, use_jsonschema), case
+    assert schema.result_errors(res), case
     with pytest.raises(schema.ResultSchemaError):
-        schema.validate_result(res, use_jsonschema)
+        schema.validate_result(res)
 
 
 def test_new_result_identity():
