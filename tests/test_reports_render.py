@@ -73,9 +73,9 @@ def remote_resources(page: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- notebooks
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == ["01_predict", "02_scaling", "03_equivalence", "04_regression",
-                                           "05_evaluate"]
+                                           "05_evaluate", "06_speed"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
