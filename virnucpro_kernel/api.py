@@ -126,7 +126,7 @@ def prepare(input, *, chunk_size: int, out):
 def predict(input, *, chunk_size: int, out, profile: str = "auto", gpus: int | None = None, threshold: float = 0.5,
             esm: str | None = None, dnabert: str | None = None, classifier: str | None = None,
             dtype: str | None = None, token_budget: int | None = None, attention: str = "auto", packing: bool = True,
-            compile: bool = True, dedup: bool = True, gelu_epilogue: bool | None = None, save_features: bool = False,
+            compile: bool | None = None, dedup: bool = True, gelu_epilogue: bool | None = None, save_features: bool = False,
             resume: bool = False, force: bool = False, unit_records: int | None = None, threads: int | None = None,
             log_dir: str | None = None, quiet: bool = False) -> Run | None:
     """Classify the sequences of ``input`` (FASTA, plain or gzip) and write the run into ``out``; returns it.
@@ -135,6 +135,8 @@ def predict(input, *, chunk_size: int, out, profile: str = "auto", gpus: int | N
     ``profile``: ``auto``/``real`` (the published models; says which files are missing), ``demo`` (small,
     offline, not biologically meaningful) or ``random`` (benchmarks). ``out`` must be empty or absent unless
     ``resume`` (continue the run there) or ``force`` (start over). See ``virnucpro predict --help`` for the rest.
+    ``compile``: None compiles the encoder layers (GPU) only when the input holds enough work to repay the
+    seconds compiling takes (about 5M ESM-2 tokens per GPU); True or False decide.
     Under a ``torchrun`` you started yourself, only rank 0 returns the run (the others return None).
     """
     from .prediction import PredictSettings, predict as _predict

@@ -89,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-packing", action="store_true",
                    help="attention over padded batches (each padded to its longest frame) instead of packed "
                         "sequences; token-wise layers are unaffected by padding and stay unpadded")
-    s.add_argument("--no-compile", action="store_true", help="do not torch.compile the encoder layers")
+    comp = s.add_mutually_exclusive_group()
+    comp.add_argument("--compile", action="store_true",
+                      help="torch.compile the encoder layers whatever the input's size (GPU; default: only when the "
+                           "input holds enough work to repay the seconds compiling takes, about 5M ESM-2 tokens or "
+                           "a 10-MB FASTA per GPU)")
+    comp.add_argument("--no-compile", action="store_true", help="never torch.compile the encoder layers")
     s.add_argument("--no-dedup", action="store_true",
                    help="embed every frame, also frames identical to another of the same work unit")
     s.add_argument("--no-gelu-epilogue", action="store_true",
@@ -202,7 +207,8 @@ def _cmd_predict(args):
     api.predict(args.input, chunk_size=args.chunk_size, out=args.out, profile=args.profile, gpus=args.gpus,
                 threshold=args.threshold, esm=args.esm, dnabert=args.dnabert, classifier=args.classifier,
                 dtype=args.dtype, token_budget=args.token_budget, attention=args.attention,
-                packing=not args.no_packing, compile=not args.no_compile, dedup=not args.no_dedup,
+                packing=not args.no_packing, compile=True if args.compile else False if args.no_compile else None,
+                dedup=not args.no_dedup,
                 gelu_epilogue=False if args.no_gelu_epilogue else None, save_features=args.save_features,
                 resume=args.resume, force=args.force, unit_records=args.unit_records, threads=args.threads,
                 log_dir=args.log_dir, quiet=args.quiet)

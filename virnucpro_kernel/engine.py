@@ -171,8 +171,9 @@ class FramePipeline:
         self.pin = self.device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.oom_splits = 0
-        log.info("models on %s (%s): DNABERT-S attention %s, ESM-2 attention %s, FFN GELU %s; loaded in %.1f s, "
-                 "attention paths chosen in %.1f s", self.device, options.dtype, self.attention["dnabert"],
+        log.info("models on %s (%s, layers %s): DNABERT-S attention %s, ESM-2 attention %s, FFN GELU %s; loaded in "
+                 "%.1f s, attention paths chosen in %.1f s", self.device, options.dtype,
+                 "compiled" if options.compile else "not compiled", self.attention["dnabert"],
                  self.attention["esm"], "in the fc1 epilogue" if self.esm.uses_gelu_epilogue else "exact",
                  self.load_seconds, self.attention_seconds)
 

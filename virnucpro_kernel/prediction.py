@@ -62,7 +62,7 @@ class PredictSettings:
     token_budget: int | None = None
     attention: str = "auto"
     packing: bool = True
-    compile: bool = True
+    compile: bool | None = None  # None: when it pays off (see compile_pays_off)
     dedup: bool = True
     gelu_epilogue: bool | None = None
     save_features: bool = False
@@ -101,7 +101,8 @@ class PredictSettings:
             if value is not None:
                 argv += [f"--{name.replace('_', '-')}", str(value)]
         flags = {"save_features": self.save_features, "resume": self.resume, "force": self.force,
-                 "quiet": self.quiet, "no_packing": not self.packing, "no_compile": not self.compile,
+                 "quiet": self.quiet, "no_packing": not self.packing, "compile": self.compile is True,
+                 "no_compile": self.compile is False,
                  "no_dedup": not self.dedup, "no_gelu_epilogue": self.gelu_epilogue is False}
         return argv + [f"--{k.replace('_', '-')}" for k, on in flags.items() if on]
 
@@ -126,6 +127,30 @@ def scan_input(path) -> dict:
     return {"path": str(p.resolve()), "size": summary.size, "mtime_ns": p.stat().st_mtime_ns,
             "sha256": summary.sha256, "records": summary.records, "empty_records": summary.empty_records,
             "bases": summary.bases}
+
+
+# Compiling the encoder layers costs seconds before the first batch and saves time on every batch after. On one
+# H200 (reports/h200/): about 9 s with a warm compiler cache and 15 s with a cold one (predict.json: the
+# compiler's import and the compiling warmup), for 103.9k against 84.9k ESM-2 tokens/s (encoders.json), i.e.
+# 2.2 us per token. It pays off from about 5M ESM-2 tokens per GPU (4M warm, 7M cold), a ~10-MB FASTA per GPU.
+COMPILE_MIN_TOKENS_PER_GPU = 5_000_000
+ESM_TOKENS_PER_INPUT_BYTE = 0.5  # measured: 150-bp reads 0.51 (the benchmark workload), assembled contigs 0.34
+GZIP_EXPANSION = 4.0  # FASTA compresses about 4-fold
+
+
+def estimated_esm_tokens(path) -> float:
+    """ESM-2 tokens a FASTA file will give, estimated from its size alone (read before the input scan ends)."""
+    size = Path(path).stat().st_size
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    return size * (GZIP_EXPANSION if gz else 1.0) * ESM_TOKENS_PER_INPUT_BYTE
+
+
+def compile_pays_off(path, processes: int) -> bool:
+    """Whether compiling the encoders saves time on this input, shared over ``processes`` GPUs.
+
+    The same input with the same number of processes always gets the same answer (``--resume`` too)."""
+    return estimated_esm_tokens(path) / max(processes, 1) >= COMPILE_MIN_TOKENS_PER_GPU
 
 
 def _timed(fn, *args):
@@ -343,11 +368,17 @@ def run(settings: PredictSettings, gpus: int) -> int:
     t_run = time.time()
     info = rank_info()
     device = f"cuda:{info.local_rank}" if gpus > 0 else "cpu"
+    check_input_file(settings.input)
+    compile_layers = device.startswith("cuda") and (
+        settings.compile if settings.compile is not None else compile_pays_off(settings.input, info.world_size))
     # the GPU context and the compiler's modules take seconds to set up: start them now, beside the checks and
     # the input scan
-    ready = _Background(lambda: _warm_start(device, settings.compile)) if device.startswith("cuda") else None
+    ready = _Background(lambda: _warm_start(device, compile_layers)) if device.startswith("cuda") else None
+    if device.startswith("cuda") and settings.compile is None and not compile_layers and info.is_main:
+        log.info("layers not compiled: about %.1fM ESM-2 tokens per GPU, too few to repay compiling (from %.0fM; "
+                 "--compile compiles anyway)", estimated_esm_tokens(settings.input) / 1e6 / info.world_size,
+                 COMPILE_MIN_TOKENS_PER_GPU / 1e6)
     out = Path(settings.out)
-    check_input_file(settings.input)
     mode = None
     if info.is_main:  # rank 0 decides; the others follow (they must not look at a folder rank 0 may lock)
         mode = check_out_folder(out, resume=settings.resume, force=settings.force)
@@ -372,7 +403,7 @@ def run(settings: PredictSettings, gpus: int) -> int:
     options = EngineOptions(chunk_size=settings.chunk_size, device=device,
                             dtype=settings.dtype or default_dtype(device), token_budget=settings.token_budget,
                             attention=settings.attention, packing=settings.packing,
-                            compile=device.startswith("cuda") and settings.compile, save_features=settings.save_features,
+                            compile=compile_layers, save_features=settings.save_features,
                             dedup=settings.dedup, gelu_epilogue=settings.gelu_epilogue)
     unit_records = settings.unit_records or _resumed_unit_records(out, mode) or DEFAULT_UNIT_RECORDS
     manifest = {"input": None, "chunk_size": settings.chunk_size, "unit_records": unit_records,

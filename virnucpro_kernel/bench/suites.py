@@ -365,7 +365,7 @@ def suite_scaling(ctx: Context) -> dict:
                "--log-dir", str(ctx.out / "logs" / f"{n}gpu")]
         env = dict(os.environ)
         if ctx.cuda:
-            cmd += ["--gpus", str(n)]
+            cmd += ["--gpus", str(n), "--compile"]  # every count compiled (predict compiles only large inputs)
             chosen = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] or \
                 [str(i) for i in range(available)]
             env["CUDA_VISIBLE_DEVICES"] = ",".join(chosen[:n])  # the first n of the GPUs the user made visible
