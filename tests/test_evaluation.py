@@ -11,9 +11,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from conftest import ROOT
 from virnucpro_kernel.reports.plots import evaluation as evaluation_plots
-from virnucpro_kernel.errors import InputError
-from virnucpro_kernel.evaluation import (DEFAULT_LENGTH_BINS, Evaluation, Scores, average_precision, auroc, curves,
-                                       demo_truth, evaluate, read_truth)
+from virnucpro_kernel.errors import InputError, VirNucProError
+from virnucpro_kernel.evaluation import DEFAULT_LENGTH_BINS, Evaluation, demo_truth, evaluate, read_truth
+from virnucpro_kernel.metrics import Scores, average_precision, auroc, curves
 from virnucpro_kernel.outputs import write_outputs
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -236,8 +236,20 @@ def test_default_and_custom_length_bins(tmp_path):
     assert table["tp"].tolist() == [1, 1, 0] and table["tn"].tolist() == [1, 0, 1]
     chunks = ev.by_length(level="chunk")
     assert chunks["records"].tolist() == [2, 3, 2]  # a chunk goes to its sequence's bin
-    with pytest.raises(ValueError):
-        evaluate(run, LABELS, length_bins=[1000, 500])
+    other = evaluate(run, LABELS).by_length(threshold=0.6, bins=[600, 1000])  # bins chosen for one table
+    assert other.equals(table)
+    for bad in ([1000, 500], [-5, 100], [float("nan")]):
+        with pytest.raises(VirNucProError, match="increasing lengths"):
+            evaluate(run, LABELS, length_bins=bad)
+
+
+def test_thresholds_outside_0_1_are_refused_in_one_line(tmp_path):
+    ev = evaluate(write_run(tmp_path / "run"), LABELS)
+    for bad in (float("nan"), 2, -0.1, "0.5", True):
+        with pytest.raises(VirNucProError, match="between 0 and 1"):
+            ev.at(bad)
+        with pytest.raises(VirNucProError, match="between 0 and 1"):
+            evaluate(tmp_path / "run", LABELS, threshold=bad)
 
 
 # --------------------------------------------------------------------------------------------------- inputs

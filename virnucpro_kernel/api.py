@@ -18,8 +18,12 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import VirNucProError
+
+if TYPE_CHECKING:
+    from .evaluation import Evaluation
 
 __all__ = ["prepare", "predict", "load_run", "call", "Run", "train", "benchmark", "evaluate", "report"]
 
@@ -63,9 +67,9 @@ class Run:
 
     @cached_property
     def _frames_and_features(self):
-        from .outputs import read_frames_parquet
+        from .outputs import frames_file, read_frames_parquet
 
-        return read_frames_parquet(self.out / "frames.parquet")
+        return read_frames_parquet(frames_file(self.out))
 
     @property
     def threshold(self) -> float:
@@ -187,12 +191,18 @@ def benchmark(*, suite: str, out, data_size: str = "tiny", gpu_counts: str | Non
                          per_gpu_reads=per_gpu_reads, max_reads=max_reads, chunk_size=chunk_size)
 
 
-def evaluate(run, truth, *, others=None, length_bins=None, threshold=None):
-    """Evaluate a run against known labels (and other tools' outputs on the same labels): see
-    :func:`virnucpro_kernel.evaluation.evaluate`."""
-    from .evaluation import evaluate as _evaluate
+def evaluate(run, truth, *, others: dict | None = None, length_bins=None, threshold: float | None = None,
+             out=None) -> "Evaluation":
+    """Evaluate a run (a ``Run`` or its folder) against known labels, and other tools' outputs on the same labels
+    (``others``: ``{name: output file or folder}``): see :func:`virnucpro_kernel.evaluation.evaluate`. With
+    ``out``, also write ``evaluation.json``, ``summary.tsv``, ``comparison.tsv``, ``by_length.tsv`` and
+    ``curves.tsv`` there (``virnucpro evaluate``)."""
+    from .evaluation import evaluate as _evaluate, write_evaluation
 
-    return _evaluate(run, truth, others=others, length_bins=length_bins, threshold=threshold)
+    ev = _evaluate(run, truth, others=others, length_bins=length_bins, threshold=threshold)
+    if out is not None:
+        write_evaluation(ev, out)
+    return ev
 
 
 def report(params: str = "demo", out=None, only=None) -> Path:

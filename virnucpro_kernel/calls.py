@@ -257,7 +257,7 @@ def write_calls(run_dir: Path, *, threshold: float, out: Path | None = None) -> 
     The input is read again for ``viral.fa`` and must still have the SHA-256 recorded in ``run.json``. Returns
     the folder written."""
     from .fasta import scan
-    from .outputs import (RUN_JSON, SEQUENCES_TSV, VIRAL_FASTA, read_frames_parquet,
+    from .outputs import (RUN_JSON, SEQUENCES_TSV, VIRAL_FASTA, frames_file, read_frames_parquet,
                           read_sequences_tsv, write_run_json, write_sequences_tsv, write_viral_fasta)
     from .prediction import iter_records
     from .rundir import RunLock, folder_state
@@ -274,7 +274,7 @@ def write_calls(run_dir: Path, *, threshold: float, out: Path | None = None) -> 
     if "sha256" not in source:
         raise VirNucProError(f"{run_dir}: run.json records no SHA-256 of the input (a run of an older version)")
     sequences = read_sequences_tsv(run_dir / SEQUENCES_TSV)
-    frames, _ = read_frames_parquet(run_dir / "frames.parquet")
+    frames, _ = read_frames_parquet(frames_file(run_dir))
     calls = recall(frames, sequences, threshold)
     target = run_dir if out is None else Path(out)
     if out is not None:
@@ -296,6 +296,6 @@ def write_calls(run_dir: Path, *, threshold: float, out: Path | None = None) -> 
         info.setdefault("calls", []).append({"threshold": float(threshold), "written_to": str(target),
                                              "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
         if out is not None:
-            info["called_from"] = str(run_dir)
+            info["called_from"] = str(frames_file(run_dir).parent.resolve())  # where frames.parquet is
         write_run_json(target / RUN_JSON, info)
     return target

@@ -145,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--other", action="append", metavar="TOOL=FILE",
                    help="another tool's output (geNomad, VirSorter2, DeepVirFinder, Jaeger), repeatable")
     s.add_argument("--threshold", type=float, default=None, help="operating point (default: the run's threshold)")
-    s.add_argument("--out", required=True, help="folder for evaluation.json, summary.tsv, by_length.tsv, curves.tsv")
+    s.add_argument("--length-bins", default=None, metavar="EDGES",
+                   help="length bins' left edges in bp, comma-separated (default 0,500,1000,3000,10000)")
+    s.add_argument("--out", required=True,
+                   help="folder for evaluation.json, summary.tsv, comparison.tsv, by_length.tsv, curves.tsv")
     s.set_defaults(run=_cmd_evaluate)
 
     s = sub.add_parser("report", help="run every notebook with a parameter set and render HTML/markdown reports")
@@ -252,7 +255,6 @@ def _cmd_benchmark(args):
 
 def _cmd_evaluate(args):
     from . import api
-    from .evaluation import write_evaluation
 
     others = {}
     for item in args.other or ():
@@ -265,10 +267,21 @@ def _cmd_evaluate(args):
     if args.truth is None and (args.truth_virus is None or args.truth_others is None):
         raise VirNucProError("--truth-virus and --truth-others go together")
     truth = args.truth if args.truth is not None else (args.truth_virus, args.truth_others)
-    ev = api.evaluate(api.load_run(args.run_dir), truth, others=others or None, threshold=args.threshold)
-    files = write_evaluation(ev, args.out)
+    bins = None
+    if args.length_bins is not None:
+        try:
+            bins = [float(x) for x in args.length_bins.split(",")]
+        except ValueError:
+            raise VirNucProError(f"--length-bins {args.length_bins!r}: write bin edges in bp, e.g. 0,1000,5000") \
+                from None
+    ev = api.evaluate(api.load_run(args.run_dir), truth, others=others or None, threshold=args.threshold,
+                      length_bins=bins, out=args.out)
     print(ev.summary().to_string(index=False))
-    print(f"wrote {', '.join(str(f) for f in files)}")
+    if others:
+        print(ev.comparison().to_string(index=False))
+    for note in ev.notes():
+        print(f"note: {note}")
+    print(f"wrote evaluation.json, summary.tsv, comparison.tsv, by_length.tsv and curves.tsv in {args.out}")
 
 
 def _cmd_report(args):

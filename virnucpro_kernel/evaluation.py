@@ -43,11 +43,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-
-VIRUS = "virus"
-OTHERS = "others"
-LABELS = (VIRUS, OTHERS)
+from .errors import InputError, VirNucProError
+from .metrics import LABELS, OTHERS, VIRUS, OperatingPoint, Scores, check_threshold, plain, point
 #: Default length bins (left edges, bp): < 500 (short reads), 500-1k, 1-3k, 3-10k, >= 10k (contigs).
 DEFAULT_LENGTH_BINS = (0, 500, 1000, 3000, 10000)
 LEVELS = ("sequence", "chunk")
@@ -121,38 +118,27 @@ def _check_labels(table: pd.DataFrame, where) -> pd.DataFrame:
 
 
 def _fasta_ids(path) -> list[str]:
-    import gzip
+    """The record IDs of a FASTA file (plain or gzip), read as ``predict`` reads them."""
+    from .fasta import iter_raw_blocks
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "FASTA file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    ids = []
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if line.startswith(">"):
-                words = line[1:].split(None, 1)
-                if not words:
-                    raise InputError(path, f"header without an ID on line {n}")
-                ids.append(words[0])
-    return ids
+    return [rid for block in iter_raw_blocks(path, allow_empty=True) for rid in block.ids()]
 
 
 # ============================================================================================ the run
 def _read_run(run) -> tuple[pd.DataFrame, pd.DataFrame, float | None, str]:
     """(sequences, frames, the run's threshold or None, where) from a run folder or an object with tables."""
     if isinstance(run, (str, os.PathLike)):
-        from .outputs import FRAMES_PARQUET, RUN_JSON, SEQUENCES_TSV
+        from .outputs import RUN_JSON, SEQUENCES_TSV, frames_file
         import pyarrow.parquet as pq
 
         out = Path(run)
-        for name in (SEQUENCES_TSV, FRAMES_PARQUET):
-            if not (out / name).is_file():
-                raise InputError(out, f"not a prediction folder: {name} missing")
+        if not (out / SEQUENCES_TSV).is_file():
+            raise InputError(out, f"not a prediction folder: {SEQUENCES_TSV} missing")
+        frames_path = frames_file(out)
         sequences = pd.read_csv(out / SEQUENCES_TSV, sep="\t", dtype={"sequence_id": str, "call": str},
                                 keep_default_na=False, na_values={"score": [""], "viral_chunk_fraction": [""]})
-        names = pq.read_schema(out / FRAMES_PARQUET).names
-        frames = pq.read_table(out / FRAMES_PARQUET,
+        names = pq.read_schema(frames_path).names
+        frames = pq.read_table(frames_path,
                                columns=[c for c in ("sequence_id", "chunk", "p_virus") if c in names]).to_pandas()
         info = json.loads((out / RUN_JSON).read_text(encoding="utf-8")) if (out / RUN_JSON).is_file() else {}
         return sequences, frames, _threshold_of(info), str(out)
@@ -173,7 +159,7 @@ def _read_run(run) -> tuple[pd.DataFrame, pd.DataFrame, float | None, str]:
 
 
 def _threshold_of(info: dict) -> float | None:
-    for section in ("parameters", "outputs"):
+    for section in ("outputs", "parameters"):  # a later `virnucpro call` records its threshold in outputs
         value = (info.get(section) or {}).get("threshold") if isinstance(info.get(section), dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -184,8 +170,8 @@ def _threshold_of(info: dict) -> float | None:
 def _bin_edges(length_bins) -> np.ndarray:
     edges = DEFAULT_LENGTH_BINS if length_bins is None else length_bins
     edges = [float(e) for e in edges]
-    if not edges or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"length_bins must be increasing bin edges, not {length_bins!r}")
+    if not edges or any(b <= a for a, b in zip(edges, edges[1:])) or any(math.isnan(e) or e < 0 for e in edges):
+        raise VirNucProError(f"length bins must be increasing lengths in bp (>= 0), not {length_bins!r}")
     if edges[0] > 0:
         edges = [0.0] + edges
     if not math.isinf(edges[-1]):
@@ -217,184 +203,6 @@ def _assign_bins(lengths, edges: np.ndarray, labels: list[str]) -> pd.Categorica
     return pd.cut(np.asarray(lengths, dtype=float), bins=edges, right=False, labels=labels)
 
 
-# ============================================================================================ curves
-def curves(y_true, score) -> pd.DataFrame:
-    """ROC and precision-recall points of scores against labels, one row per distinct threshold.
-
-    ``y_true``: booleans (True = virus). ``score``: floats, NaN for a record without a score (predicted
-    ``others`` at every threshold, ranked below every scored record). Rows go from the highest threshold
-    (``+inf``: nothing called virus) down; a last row at ``-inf`` (everything called virus) appears when
-    some records have no score. Columns: ``threshold, tp, fp, fn, tn, tpr, fpr, precision, recall``
-    (precision is NaN where nothing is called virus).
-    """
-    y = np.asarray(y_true, dtype=bool)
-    s = np.asarray(score, dtype=float)
-    if y.shape != s.shape:
-        raise ValueError("y_true and score differ in length")
-    scored = ~np.isnan(s)
-    ss, yy = s[scored], y[scored]
-    order = np.argsort(-ss, kind="mergesort")
-    ss, yy = ss[order], yy[order]
-    if len(ss):
-        last = np.append(np.flatnonzero(np.diff(ss) != 0), len(ss) - 1)
-        thresholds = ss[last]
-        tp = np.cumsum(yy)[last]
-        fp = np.cumsum(~yy)[last]
-    else:
-        thresholds = tp = fp = np.zeros(0)
-    positives, negatives = int(y.sum()), int((~y).sum())
-    thresholds = np.concatenate(([np.inf], thresholds))
-    tp = np.concatenate(([0], tp)).astype(np.int64)
-    fp = np.concatenate(([0], fp)).astype(np.int64)
-    if not scored.all():
-        thresholds = np.append(thresholds, -np.inf)
-        tp = np.append(tp, positives)
-        fp = np.append(fp, negatives)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = tp / positives if positives else np.full(len(tp), np.nan)
-        fpr = fp / negatives if negatives else np.full(len(fp), np.nan)
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), np.nan)
-    return pd.DataFrame({"threshold": thresholds, "tp": tp, "fp": fp, "fn": positives - tp,
-                         "tn": negatives - fp, "tpr": tpr, "fpr": fpr, "precision": precision, "recall": tpr})
-
-
-def auroc(curve: pd.DataFrame) -> float:
-    """Trapezoidal area under the ROC curve of :func:`curves` (NaN when a class is absent)."""
-    fpr, tpr = curve["fpr"].to_numpy(), curve["tpr"].to_numpy()
-    if len(fpr) < 2 or np.isnan(fpr).any() or np.isnan(tpr).any():
-        return math.nan
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-
-
-def average_precision(curve: pd.DataFrame) -> float:
-    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` over the points of :func:`curves` (NaN without a virus)."""
-    recall, precision = curve["recall"].to_numpy(), curve["precision"].to_numpy()
-    if len(recall) < 2 or np.isnan(recall).any():
-        return math.nan
-    return float(np.nansum(np.diff(recall) * precision[1:]))
-
-
-# ============================================================================================ operating points
-@dataclass(frozen=True)
-class OperatingPoint:
-    """The confusion table at one threshold (or of one tool's own calls) and the metrics from it."""
-
-    threshold: float | None
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-
-    @property
-    def n(self) -> int:
-        return self.tp + self.fp + self.fn + self.tn
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else math.nan
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else math.nan
-
-    @property
-    def specificity(self) -> float:
-        return self.tn / (self.tn + self.fp) if self.tn + self.fp else math.nan
-
-    @property
-    def fpr(self) -> float:
-        return self.fp / (self.fp + self.tn) if self.fp + self.tn else math.nan
-
-    @property
-    def f1(self) -> float:
-        return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp else (0.0 if self.fp + self.fn else math.nan)
-
-    @property
-    def accuracy(self) -> float:
-        return (self.tp + self.tn) / self.n if self.n else math.nan
-
-    def confusion(self) -> pd.DataFrame:
-        """2 x 2 table: rows the true label, columns the prediction."""
-        return pd.DataFrame([[self.tp, self.fn], [self.fp, self.tn]],
-                            index=pd.Index(["virus", "others"], name="label"),
-                            columns=pd.Index(["virus", "others"], name="predicted"))
-
-    def to_dict(self) -> dict:
-        return _plain({"threshold": self.threshold, "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
-                       "precision": self.precision, "recall": self.recall, "f1": self.f1,
-                       "specificity": self.specificity, "accuracy": self.accuracy})
-
-
-def _point(y: np.ndarray, predicted: np.ndarray, threshold) -> OperatingPoint:
-    y = np.asarray(y, dtype=bool)
-    predicted = np.asarray(predicted, dtype=bool)
-    return OperatingPoint(None if threshold is None else float(threshold), int((y & predicted).sum()),
-                          int((~y & predicted).sum()), int((y & ~predicted).sum()), int((~y & ~predicted).sum()))
-
-
-def _check_threshold(t) -> float:
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.number)) or math.isnan(t):
-        raise ValueError(f"threshold must be a number, not {t!r}")
-    return float(t)
-
-
-class Scores:
-    """Labelled scores at one level (sequences or chunks): curves, AUROC/AUPRC, operating points."""
-
-    def __init__(self, table: pd.DataFrame):
-        self.table = table.reset_index(drop=True)
-        self.y = (self.table["label"] == VIRUS).to_numpy()
-        self.score = self.table["score"].to_numpy(dtype=float)
-        self._curve = None
-
-    @property
-    def curve(self) -> pd.DataFrame:
-        if self._curve is None:
-            self._curve = curves(self.y, self.score)
-        return self._curve
-
-    @property
-    def roc(self) -> pd.DataFrame:
-        return self.curve[["threshold", "fpr", "tpr"]]
-
-    @property
-    def pr(self) -> pd.DataFrame:
-        return self.curve[["threshold", "recall", "precision"]]
-
-    @property
-    def auroc(self) -> float:
-        return auroc(self.curve)
-
-    @property
-    def auprc(self) -> float:
-        return average_precision(self.curve)
-
-    def at(self, threshold) -> OperatingPoint:
-        t = _check_threshold(threshold)
-        with np.errstate(invalid="ignore"):
-            predicted = ~np.isnan(self.score) & (self.score >= t)
-        return _point(self.y, predicted, t)
-
-    def threshold_for(self, precision=None, recall=None) -> float | None:
-        if (precision is None) == (recall is None):
-            raise ValueError("give exactly one of precision= or recall=")
-        target = precision if precision is not None else recall
-        if isinstance(target, bool) or not isinstance(target, (int, float, np.number)) or not 0 <= target <= 1:
-            raise ValueError(f"the target must be a number in [0, 1], not {target!r}")
-        points = self.curve[np.isfinite(self.curve["threshold"])]
-        if precision is not None:
-            reach = points["precision"].to_numpy() >= precision  # NaN (nothing called) never reaches
-            return float(points["threshold"].to_numpy()[reach].min()) if reach.any() else None
-        reach = points["recall"].to_numpy() >= recall
-        return float(points["threshold"].to_numpy()[reach].max()) if reach.any() else None
-
-    def counts(self) -> dict:
-        scored = ~np.isnan(self.score)
-        return {"records": len(self.y), "virus": int(self.y.sum()), "others": int((~self.y).sum()),
-                "unscored": int((~scored).sum()), "unscored_virus": int((~scored & self.y).sum()),
-                "unscored_others": int((~scored & ~self.y).sum())}
-
-
 # ============================================================================================ other tools
 @dataclass
 class PeerResult:
@@ -422,7 +230,7 @@ class PeerResult:
     def operating_point(self) -> OperatingPoint:
         """The tool's own calls (unreported records count as ``others``); without calls, score >= 0.5."""
         if self.has_call:
-            return _point(self.scores.y, (self.table["call"] == VIRUS).to_numpy(), None)
+            return point(self.scores.y, (self.table["call"] == VIRUS).to_numpy(), None)
         return self.scores.at(0.5)
 
 
@@ -504,15 +312,17 @@ class Evaluation:
         return self.scores(level).threshold_for(precision=precision, recall=recall)
 
     # ------------------------------------------------------------------ breakdowns
-    def by_length(self, threshold=None, level: str = "sequence") -> pd.DataFrame:
+    def by_length(self, threshold=None, level: str = "sequence", *, bins=None) -> pd.DataFrame:
         """One row per length bin (the sequence's length, for chunks too): counts, unscored records,
-        AUROC, AUPRC and the confusion table with precision/recall/F1 at ``threshold`` (default: the run's)."""
-        t = self.threshold if threshold is None else _check_threshold(threshold)
-        sc = self.scores(level)
-        rows = []
-        for name in self.bin_labels:
-            part = Scores(sc.table[sc.table["length_bin"] == name])
-            rows.append(_metrics_row(name, part, t))
+        AUROC, AUPRC and the confusion table with precision/recall/F1 at ``threshold`` (default: the run's).
+        ``bins``: other bin edges in bp for this table (default: those given to :func:`evaluate`)."""
+        t = self.threshold if threshold is None else check_threshold(threshold)
+        table, names = self.scores(level).table, self.bin_labels
+        if bins is not None:
+            edges = _bin_edges(bins)
+            names = _bin_labels(edges)
+            table = table.assign(length_bin=_assign_bins(table["length"], edges, names))
+        rows = [_metrics_row(name, Scores(table[table["length_bin"] == name]), t) for name in names]
         return pd.DataFrame(rows).rename(columns={"scope": "length_bin"})
 
     @property
@@ -551,9 +361,11 @@ class Evaluation:
         c = self.counts
         notes = []
         if c["unlabelled"]:
-            notes.append(f"{c['unlabelled']} run record(s) have no label and are left out (see .unlabelled).")
+            notes.append(f"{c['unlabelled']} run record(s) have no label and are left out: "
+                         f"{_some(self.unlabelled['sequence_id'])} (all in .unlabelled and evaluation.json).")
         if c["missing"]:
-            notes.append(f"{c['missing']} labelled ID(s) are not in the run and are left out (see .missing).")
+            notes.append(f"{c['missing']} labelled ID(s) are not in the run and are left out: "
+                         f"{_some(self.missing['sequence_id'])} (all in .missing and evaluation.json).")
         if c["no_frames"]:
             notes.append(f"{c['no_frames']} sequence(s) have no stop-free frame (no score): predicted others at "
                          "every threshold, also reported in .no_frames.")
@@ -564,15 +376,16 @@ class Evaluation:
             if missing:
                 notes.append(f"{name} did not report {missing} evaluated record(s): predicted others, no score.")
             if len(peer.unknown):
-                notes.append(f"{name} reports {len(peer.unknown)} ID(s) that are not evaluated records "
-                             f"(see .peers['{name}'].unknown).")
+                notes.append(f"{name} reports {len(peer.unknown)} ID(s) that are not evaluated records, left out: "
+                             f"{_some(peer.unknown['sequence_id'])} (all in .peers['{name}'].unknown and "
+                             "evaluation.json).")
         return notes
 
     # ------------------------------------------------------------------ tables
     def summary(self, threshold=None) -> pd.DataFrame:
         """One row per level: records, labels, unscored records, AUROC, AUPRC and the metrics at
         ``threshold`` (default: the run's). ``sequence (scored only)`` leaves out the ``no_frames`` records."""
-        t = self.threshold if threshold is None else _check_threshold(threshold)
+        t = self.threshold if threshold is None else check_threshold(threshold)
         seq = self.scores("sequence")
         rows = [_metrics_row("sequence", seq, t),
                 _metrics_row("sequence (scored only)", Scores(seq.table[seq.table["score"].notna()]), t),
@@ -589,10 +402,9 @@ class Evaluation:
                "auroc": seq.auroc, "auprc": seq.auprc, **_point_columns(seq.at(self.threshold))}
         rows.append(own)
         for name, peer in self.peers.items():
-            point = peer.operating_point()
             rows.append({"tool": name, "reported": int(peer.table["reported"].sum()),
                          "scored": int(peer.table["score"].notna().sum()), "auroc": peer.auroc, "auprc": peer.auprc,
-                         **_point_columns(point)})
+                         **_point_columns(peer.operating_point())})
         return pd.DataFrame(rows)
 
     def to_dict(self, curves: bool = False) -> dict:
@@ -613,19 +425,28 @@ class Evaluation:
                "comparison": self.comparison().to_dict(orient="records"),
                "unlabelled": self.unlabelled["sequence_id"].tolist(),
                "missing": self.missing["sequence_id"].tolist(),
+               "other_tools": {name: {"reported": int(p.table["reported"].sum()),
+                                      "not_reported": p.table.loc[~p.table["reported"], "sequence_id"].tolist(),
+                                      "unknown_ids": p.unknown["sequence_id"].astype(str).tolist()}
+                               for name, p in self.peers.items()},
                "notes": self.notes()}
         if curves:
             out["curves"] = {"sequence": self.scores("sequence").curve.to_dict(orient="list"),
                              "chunk": self.scores("chunk").curve.to_dict(orient="list"),
                              **{f"peer:{k}": p.scores.curve.to_dict(orient="list")
                                 for k, p in self.peers.items() if p.has_score}}
-        return _plain(out)
+        return plain(out)
 
     def __repr__(self) -> str:
         c = self.counts
         return (f"Evaluation({c['evaluated']} labelled sequences, AUROC {self.auroc:.3f}, AUPRC {self.auprc:.3f}; "
                 f"{c['chunks']} chunks, AUROC {self.chunk_auroc:.3f}; threshold {self.threshold:g}; "
                 f"{c['unlabelled']} unlabelled, {c['missing']} missing, {len(self.peers)} other tool(s))")
+
+
+def _some(ids, n: int = 5) -> str:
+    ids = [str(i) for i in ids]
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 
 def _point_columns(point: OperatingPoint) -> dict:
@@ -639,28 +460,11 @@ def _metrics_row(scope: str, sc: Scores, t: float) -> dict:
             "unscored": c["unscored"], "auroc": sc.auroc, "auprc": sc.auprc, **_point_columns(sc.at(t))}
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return str(value)
 
 
 # ============================================================================================ entry point
-def evaluate(run, truth, *, others=None, length_bins=None, threshold=None) -> Evaluation:
+def evaluate(run, truth, *, others: dict | None = None, length_bins=None,
+             threshold: float | None = None) -> Evaluation:
     """Evaluate a run's calls against labels (and other tools' outputs on the same labels).
 
     ``run``: a prediction folder (``sequences.tsv``, ``frames.parquet``, ``run.json``) or an object with
@@ -675,7 +479,7 @@ def evaluate(run, truth, *, others=None, length_bins=None, threshold=None) -> Ev
     for col in ("sequence_id", "length", "score"):
         if col not in sequences.columns:
             raise InputError(source, f"sequences table lacks column {col}")
-    t = _check_threshold(threshold if threshold is not None else (run_threshold if run_threshold is not None else 0.5))
+    t = check_threshold(threshold if threshold is not None else (run_threshold if run_threshold is not None else 0.5))
     edges = _bin_edges(length_bins)
     bin_labels = _bin_labels(edges)
 
@@ -754,14 +558,14 @@ def _peer(name: str, table, seq: pd.DataFrame) -> PeerResult:
 
 def write_evaluation(ev: Evaluation, out) -> list[Path]:
     """The files of ``virnucpro evaluate`` in ``out``: ``evaluation.json`` (everything, curves included),
-    ``summary.tsv`` (per level and per tool), ``by_length.tsv`` (per length bin and level) and ``curves.tsv``
-    (ROC and precision-recall points per level and tool). Each is written atomically."""
+    ``summary.tsv`` (per level), ``comparison.tsv`` (this tool and every other tool on the same sequences),
+    ``by_length.tsv`` (per length bin and level) and ``curves.tsv`` (ROC and precision-recall points per level
+    and tool). Each is written atomically."""
     from .outputs import atomic_open
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = pd.concat([ev.summary().assign(tool=THIS_TOOL), ev.comparison().assign(level="sequence")],
-                        ignore_index=True)
+    summary = ev.summary()
     by_length = pd.concat([ev.by_length().assign(level="sequence"), ev.by_length(level="chunk").assign(level="chunk")],
                           ignore_index=True)
     curves = [ev.scores("sequence").curve.assign(level="sequence", tool=THIS_TOOL),
@@ -769,6 +573,7 @@ def write_evaluation(ev: Evaluation, out) -> list[Path]:
     curves += [p.scores.curve.assign(level="sequence", tool=name) for name, p in ev.peers.items() if p.has_score]
     files = {"evaluation.json": json.dumps(ev.to_dict(curves=True), indent=2, allow_nan=False) + "\n",
              "summary.tsv": summary.to_csv(sep="\t", index=False, lineterminator="\n"),
+             "comparison.tsv": ev.comparison().to_csv(sep="\t", index=False, lineterminator="\n"),
              "by_length.tsv": by_length.to_csv(sep="\t", index=False, lineterminator="\n"),
              "curves.tsv": pd.concat(curves, ignore_index=True).to_csv(sep="\t", index=False, lineterminator="\n")}
     written = []

@@ -58,6 +58,7 @@ VIRAL_FASTA = "viral.fa"
 FRAMES_PARQUET = "frames.parquet"
 RUN_JSON = "run.json"
 
+from .errors import VirNucProError
 from .calls import (FRAME_COLUMNS, SEQUENCE_COLUMNS, _check_frames, _chunk_ids, _chunk_maxima, _frame_ids,
                     _large_strings, _text, header_mark, sequence_calls, with_profile)
 
@@ -383,6 +384,23 @@ def _check_features(features: np.ndarray, n_frames: int) -> np.ndarray:
     if features.ndim != 2 or features.shape[0] != n_frames:
         raise ValueError(f"features must have shape ({n_frames}, D), one row per frame, not {features.shape}")
     return features
+
+
+def frames_file(out: str | os.PathLike) -> Path:
+    """The ``frames.parquet`` of the run in ``out``; for a folder written by ``virnucpro call --out``, the one of
+    the run it was called from (named in its ``run.json``). A missing file: one line naming both folders."""
+    out = Path(out)
+    own = out / FRAMES_PARQUET
+    if own.is_file():
+        return own
+    try:
+        source = json.loads((out / RUN_JSON).read_text(encoding="utf-8")).get("called_from")
+    except (OSError, ValueError):
+        source = None
+    if source and (Path(source) / FRAMES_PARQUET).is_file():
+        return Path(source) / FRAMES_PARQUET
+    where = f" nor in {source}, the run it was called from" if source else ""
+    raise VirNucProError(f"{out}: no {FRAMES_PARQUET} here{where} (the per-frame scores of a finished run)")
 
 
 def read_frames_parquet(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray | None]:
