@@ -52,3 +52,16 @@ def test_call_and_evaluate_refuse_what_is_not_a_run(cli, tmp_path):
                            "no finished run")
     _assert_one_line_error(cli("evaluate", tmp_path, "--out", tmp_path / "e"), "--truth")
     assert not (tmp_path / "e").exists()
+
+
+def test_quiet_predict_keeps_the_console_to_the_result_and_warnings(cli, tmp_path):
+    for quiet in ((), ("--quiet",)):
+        out = tmp_path / f"run{len(quiet)}"
+        r = cli("predict", EXAMPLES / "refseq_viral_frames_298bp.fa", "--chunk-size", "300", "--out", out,
+                "--profile", "demo", "--gpus", "0", *quiet)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.count("called virus") == 1 and "called virus" not in r.stderr  # the result line, once
+        assert "warning: demo profile" in r.stdout
+        assert ("models on cpu" in r.stderr) == (not quiet)  # a log line: on the console unless --quiet
+        log = "".join(p.read_text() for p in (out / "logs").glob("predict_*.log"))
+        assert "models on cpu" in log and "called virus" in log  # the log file keeps everything

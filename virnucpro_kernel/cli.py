@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unit-records", type=_positive_int, default=None,
                    help="input records per work unit (default 4096; a resumed run must use the same)")
     s.add_argument("--log-dir", default=None, help="where the run log and GPU log go (default: OUT/logs)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no log lines on the console (warnings, errors and the result line "
+                        "stay; the run's log file keeps everything)")
     s.set_defaults(run=_cmd_predict)
 
     s = sub.add_parser("train", help="train a classifier on labelled FASTA (original recipe)",
@@ -297,6 +299,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    for handler in logging.getLogger().handlers:  # the console: --quiet keeps warnings and errors only
+        handler.addFilter(lambda record: not getattr(record, "file_only", False))
+        if getattr(args, "quiet", False):
+            handler.setLevel(logging.WARNING)
     try:
         status = args.run(args)
     except VirNucProError as exc:

@@ -171,11 +171,12 @@ class FramePipeline:
         self.pin = self.device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.oom_splits = 0
-        log.info("models on %s (%s, layers %s): DNABERT-S attention %s, ESM-2 attention %s, FFN GELU %s; loaded in "
-                 "%.1f s, attention paths chosen in %.1f s", self.device, options.dtype,
-                 "compiled" if options.compile else "not compiled", self.attention["dnabert"],
-                 self.attention["esm"], "in the fc1 epilogue" if self.esm.uses_gelu_epilogue else "exact",
-                 self.load_seconds, self.attention_seconds)
+        self.summary = (
+            f"models on {self.device} ({options.dtype}, layers {'compiled' if options.compile else 'not compiled'}): "
+            f"DNABERT-S attention {self.attention['dnabert']}, ESM-2 attention {self.attention['esm']}, FFN GELU "
+            f"{'in the fc1 epilogue' if self.esm.uses_gelu_epilogue else 'exact'}; loaded in "
+            f"{self.load_seconds:.1f} s, attention paths chosen in {self.attention_seconds:.1f} s")
+        log.info("%s", self.summary)
 
     @property
     def feature_size(self) -> int:

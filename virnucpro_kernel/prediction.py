@@ -450,6 +450,7 @@ def run(settings: PredictSettings, gpus: int) -> int:
         coord.barrier()
         log_dir = Path(settings.log_dir) if settings.log_dir else out / "logs"
         log_path = _setup_logging(log_dir, stamp, info.rank)
+        log.info("%s", pipeline.summary, extra={"file_only": True})  # said on the console before the log file was open
         for note in notes:
             log.info("%s", note)
         work = out / ".work"
@@ -603,7 +604,7 @@ def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, 
            f"(threshold {settings.threshold}); {total_frames / max(compute_s, 1e-9):,.0f} frames/s; wrote {out}/ "
            f"(compute {compute_s:.1f} s; before the first batch {t['before_first_batch_s']:.1f} s, after the last "
            f"{t['after_last_batch_s']:.1f} s)")
-    log.info(msg)
+    log.info(msg, extra={"file_only": True})  # the console gets it once, on stdout
     print(msg)
     for w in profile.warnings:
         print(f"warning: {w}")
