@@ -274,7 +274,8 @@ def write_calls(run_dir: Path, *, threshold: float, out: Path | None = None) -> 
     if "sha256" not in source:
         raise VirNucProError(f"{run_dir}: run.json records no SHA-256 of the input (a run of an older version)")
     sequences = read_sequences_tsv(run_dir / SEQUENCES_TSV)
-    frames, _ = read_frames_parquet(frames_file(run_dir))
+    frames_path = frames_file(run_dir)
+    frames, _ = read_frames_parquet(frames_path)
     calls = recall(frames, sequences, threshold)
     target = run_dir if out is None else Path(out)
     if out is not None:
@@ -296,6 +297,6 @@ def write_calls(run_dir: Path, *, threshold: float, out: Path | None = None) -> 
         info.setdefault("calls", []).append({"threshold": float(threshold), "written_to": str(target),
                                              "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
         if out is not None:
-            info["called_from"] = str(frames_file(run_dir).parent.resolve())  # where frames.parquet is
+            info["called_from"] = str(frames_path.parent.resolve())  # where frames.parquet is
         write_run_json(target / RUN_JSON, info)
     return target

@@ -140,10 +140,11 @@ GZIP_EXPANSION = 4.0  # FASTA compresses about 4-fold
 
 def estimated_esm_tokens(path) -> float:
     """ESM-2 tokens a FASTA file will give, estimated from its size alone (read before the input scan ends)."""
-    size = Path(path).stat().st_size
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    return size * (GZIP_EXPANSION if gz else 1.0) * ESM_TOKENS_PER_INPUT_BYTE
+    import gzip
+
+    with open_input(path) as fh:  # the reader's own plain-or-gzip decision
+        gz = isinstance(fh, gzip.GzipFile)
+    return Path(path).stat().st_size * (GZIP_EXPANSION if gz else 1.0) * ESM_TOKENS_PER_INPUT_BYTE
 
 
 def compile_pays_off(path, processes: int) -> bool:
