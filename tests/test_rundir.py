@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -148,3 +149,77 @@ def test_lock_records_host_pid_and_start(tmp_path):
         assert held["host"] == socket.gethostname() and held["pid"] == os.getpid() and held["started"]
         assert lock.held
     assert not (tmp_path / LOCK).exists()
+
+
+def test_two_runs_taking_over_one_stale_lock_do_not_both_hold_it(tmp_path, monkeypatch):
+    """Run B takes over the stale lock between run A's staleness check and A's takeover: A must then find B's
+    live lock and refuse, not remove it (an unconditional unlink let both runs hold the folder)."""
+    import virnucpro_kernel.rundir as rundir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": "t"}))
+    real_check = rundir.check_lock
+    second = RunLock(tmp_path)
+    interleaved = []
+
+    def check_then_let_b_in(out):
+        stale = real_check(out)
+        if stale is not None and not interleaved:
+            interleaved.append(True)
+            second.acquire()  # B: the whole takeover, right after A saw the lock stale
+        return stale
+
+    monkeypatch.setattr(rundir, "check_lock", check_then_let_b_in)
+    with pytest.warns(UserWarning, match="taking over"):
+        with pytest.raises(VirNucProError, match="in use by another run"):
+            RunLock(tmp_path).acquire()  # A
+    assert second.held and json.loads((tmp_path / LOCK).read_text()) == second.record
+    assert not list(tmp_path.glob(".virnucpro-takeover-*"))
+    second.release()
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_a_stale_lock_whose_takeover_never_finishes_is_refused_in_one_line(tmp_path, monkeypatch):
+    import virnucpro_kernel.rundir as rundir
+
+    monkeypatch.setattr(rundir, "TAKEOVER_WAIT_S", 0.2)
+    stale = {"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "started": "t"}  # above pid_max: gone
+    (tmp_path / LOCK).write_text(json.dumps(stale))
+    (tmp_path / rundir._takeover_name(stale)).write_text("")  # a run that died while taking it over
+    with pytest.raises(VirNucProError, match="being taken over"):
+        RunLock(tmp_path).acquire()
+    assert json.loads((tmp_path / LOCK).read_text()) == stale
+
+
+def test_confirm_refuses_a_folder_another_run_wrote_after_the_check(finished, tmp_path):
+    from virnucpro_kernel.rundir import confirm_out_folder
+
+    out = tmp_path / "out"
+    assert check_out_folder(out, resume=False, force=False) == "new"
+    out.mkdir()
+    with RunLock(out):
+        confirm_out_folder(out, "new", resume=False, force=False)  # only its own lock there: fine
+        shutil.copytree(finished, out, dirs_exist_ok=True)
+        with pytest.raises(VirNucProError, match="already holds a finished run"):
+            confirm_out_folder(out, "new", resume=False, force=False)
+        confirm_out_folder(out, "new", resume=False, force=True)  # --force starts over whatever is there
+
+
+def test_run_that_finishes_while_another_starts_is_not_overwritten(finished, tmp_path, monkeypatch):
+    """The folder is empty when ``predict`` checks it; a run finishes there during the input scan (before the
+    lock): the starting run must refuse and leave the finished run as it is."""
+    import virnucpro_kernel.prediction as prediction
+    from virnucpro_kernel import api
+
+    out = tmp_path / "out"
+    real_scan = prediction.scan_input
+
+    def scan_while_another_run_finishes(path):
+        shutil.copytree(finished, out, dirs_exist_ok=True)
+        return real_scan(path)
+
+    monkeypatch.setattr(prediction, "scan_input", scan_while_another_run_finishes)
+    with pytest.raises(VirNucProError, match="already holds a finished run"):
+        api.predict(INPUT, chunk_size=300, out=out, profile="demo", gpus=0, quiet=True)
+    assert _state(out) == _state(finished)

@@ -37,7 +37,7 @@ from .errors import InputError, VirNucProError
 from .fasta import RecordValidator, iter_record_blocks, open_input, scan
 from .frames import FRAME_LABELS, check_chunk_size
 from .outputs import OutputWriter
-from .rundir import RunLock, check_out_folder, clear_run
+from .rundir import RunLock, check_out_folder, clear_run, confirm_out_folder
 from .units import check_resume, prepare_work_dir, read_unit, unit_ids, unit_path, write_unit
 
 log = logging.getLogger("virnucpro")
@@ -440,6 +440,7 @@ def run(settings: PredictSettings, gpus: int) -> int:
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             lock = RunLock(out).acquire()
+            confirm_out_folder(out, mode, resume=settings.resume, force=settings.force)
             if mode == "force":
                 removed = clear_run(out)
                 if removed:

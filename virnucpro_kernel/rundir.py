@@ -10,17 +10,22 @@ Rules (``predict``):
 * a running run holds ``OUT/.virnucpro.lock`` (host, PID, start time), created atomically and removed when the
   run ends. Another run finding it refuses and says how to clear it. A lock left by a process of this machine
   that no longer exists is stale: it is taken over with a warning. A lock from another machine is never taken
-  over silently.
+  over silently. Two runs finding the same stale lock cannot both take it: the takeover goes through a file
+  named after that lock, created exclusively, and only the run that creates it removes the stale lock;
+* the folder is checked again once the lock is held (``confirm_out_folder``): a run that finished or started
+  there between the first check and the lock is not overwritten.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +61,13 @@ class FolderState:
     foreign: list  # entries no run of this tool wrote
 
 
-def folder_state(out: Path) -> FolderState:
+def folder_state(out: Path, *, own_lock: bool = False) -> FolderState:
+    """What ``out`` holds; ``own_lock``: this process holds the lock there (the lock file does not count)."""
     if not out.exists():
         return FolderState(False, True, False, False, [])
     if not out.is_dir():
         raise VirNucProError(f"--out {out}: exists and is not a folder")
-    entries = list(out.iterdir())
+    entries = [p for p in out.iterdir() if not (own_lock and p.name == LOCK)]
     ours = set(run_entries(out))
     interrupted = (out / WORK / "manifest.json").is_file()
     return FolderState(True, not entries, (out / "run.json").is_file() and not interrupted, interrupted,
@@ -110,6 +116,15 @@ def check_lock(out: Path) -> dict | None:
                          f"that run is gone, remove {out / LOCK}")
 
 
+TAKEOVER_WAIT_S = 5.0
+
+
+def _takeover_name(lock: dict) -> str:
+    """The claim file for taking over the stale lock ``lock`` (a run temp file: ``--force`` removes it)."""
+    digest = hashlib.sha256(json.dumps(lock, sort_keys=True).encode()).hexdigest()[:16]
+    return f".virnucpro-takeover-{digest}.tmp"
+
+
 class RunLock:
     """``OUT/.virnucpro.lock`` for the life of a run (``with RunLock(out): ...``)."""
 
@@ -122,22 +137,42 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         text = json.dumps(self.record)
-        for _ in range(2):
+        deadline = time.monotonic() + TAKEOVER_WAIT_S
+        while True:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
                 stale = check_lock(self.out)  # raises if a live run holds it
-                if stale is not None:
-                    warnings.warn(f"{self.path}: taking over the lock of a run that is gone ({_describe(stale)})",
-                                  stacklevel=2)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.path)
+                if stale is not None and not self._take_over(stale) and time.monotonic() > deadline:
+                    raise VirNucProError(f"--out {self.out}: the stale lock {self.path} is being taken over by "
+                                         f"another run that does not finish; remove {self.path} and "
+                                         f"{self.out / _takeover_name(stale)}") from None
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(text)
             self.held = True
             return self
-        raise VirNucProError(f"--out {self.out}: could not take the lock {self.path}")
+
+    def _take_over(self, stale: dict) -> bool:
+        """Remove the stale lock ``stale`` if this run is the one to take it over (False: another run is)."""
+        claim = self.out / _takeover_name(stale)
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            time.sleep(0.05)  # another run is taking this lock over: it will hold the folder, or give up
+            return False
+        os.close(fd)
+        try:
+            # only the holder of this claim removes this stale lock: if the file still is that lock, it stays
+            # so until the unlink; if it is not, another run took over first and holds the folder now
+            if read_lock(self.out) == stale:
+                warnings.warn(f"{self.path}: taking over the lock of a run that is gone ({_describe(stale)})",
+                              stacklevel=3)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+            return True
+        finally:
+            claim.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self.held:
@@ -157,14 +192,15 @@ class RunLock:
 # ------------------------------------------------------------------------------------------------ rules
 
 
-def check_out_folder(out: Path, *, resume: bool, force: bool) -> str:
+def check_out_folder(out: Path, *, resume: bool, force: bool, own_lock: bool = False) -> str:
     """Whether a ``predict`` run may use ``out``: ``"new"`` (empty or absent), ``"resume"`` (an interrupted run
     to continue), ``"finished"`` (resume asked, the run there is finished: nothing to do) or ``"force"`` (start
-    over). Refuses with one line otherwise. Writes nothing."""
+    over). Refuses with one line otherwise. Writes nothing. ``own_lock``: this process holds the folder's lock."""
     if resume and force:
         raise VirNucProError("--resume and --force exclude each other (continue the run in --out, or start over)")
-    state = folder_state(out)
-    check_lock(out)
+    state = folder_state(out, own_lock=own_lock)
+    if not own_lock:
+        check_lock(out)
     if state.empty:
         return "new"
     if resume:
@@ -181,6 +217,17 @@ def check_out_folder(out: Path, *, resume: bool, force: bool) -> str:
     what = "a finished run" if state.finished else "an interrupted run" if state.interrupted else "files"
     raise VirNucProError(f"--out {out} already holds {what}; use --resume to continue it, --force to start over "
                          "(removes what an earlier run wrote there), or another --out")
+
+
+def confirm_out_folder(out: Path, mode: str, *, resume: bool, force: bool) -> None:
+    """Check ``out`` again once this run holds its lock: another run may have finished or started there since
+    ``check_out_folder`` said ``mode``. Refuses with one line if the folder is no longer what it was."""
+    now = check_out_folder(out, resume=resume, force=force, own_lock=True)
+    if now != mode and not force:  # --force starts over whatever is there now
+        was = {"new": "empty", "resume": "an interrupted run", "force": "files to replace"}.get(mode, mode)
+        has = {"resume": "an interrupted run", "finished": "a finished run", "force": "files"}.get(now, now)
+        raise VirNucProError(f"--out {out} changed while this run was starting (it held {was}, now {has}: another "
+                             "run wrote there); run again to decide what to do with it")
 
 
 def clear_run(out: Path, keep=(LOCK,)) -> list[str]:
