@@ -1,7 +1,8 @@
-import pytest
 """``virnucpro models`` and ``virnucpro train`` as users run them."""
 
 import json
+
+import pytest
 
 from conftest import EXAMPLES, FIXTURES, ROOT, run_cli
 from virnucpro_kernel.models.profiles import git_blob_sha1
@@ -35,7 +36,24 @@ def test_models_list_and_verify(tmp_path):
     r = run_cli("models", "verify", "--profile", "demo", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_cli("models", "verify", env=env)
-    assert r.returncode == 2 and "missing" in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    for said in ("missing", "virnucpro models download", "VIRNUCPRO_DNABERT", "VIRNUCPRO_ESM", "VIRNUCPRO_CLASSIFIER_DIR", "--profile demo",
+                 str(tmp_path / "classifiers")):
+        assert said in last, last
+
+
+def test_train_without_real_models_says_how_to_get_them_in_its_own_options(tmp_path):
+    env = {"VIRNUCPRO_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    demo = ROOT / "virnucpro_kernel" / "data" / "demo"
+    r = run_cli("train", "--virus", demo / "virus.fa", "--host", demo / "host.fa", "--chunk-size", "500",
+                "--out", tmp_path / "m.safetensors", env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    for said in ("DNABERT-S", "ESM-2 3B", "virnucpro models download", "--dnabert DIR --esm DIR", "--profile demo"):
+        assert said in last, last
+    assert "--classifier" not in last  # train makes the classifier; it takes no --classifier
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_verify_checks_the_published_checksum(tmp_path):

@@ -220,9 +220,17 @@ def _encoder_record(folder) -> dict:
             "weights": {f.name: f.stat().st_size for f in files}}
 
 
-MISSING_HELP = ("get them once with `virnucpro models download`, or give your copies with --dnabert DIR --esm DIR "
-                "--classifier FILE; `--profile demo` runs the small offline demo instead (its calls are not "
-                "biologically meaningful)")
+def missing_help(*, classifier: bool = True, flags: bool = True) -> str:
+    """How to get missing real models, in the words of the command that found them missing: ``classifier`` (the
+    command takes --classifier), ``flags`` (it takes --dnabert/--esm; otherwise the environment variables)."""
+    if flags:
+        yours = "--dnabert DIR --esm DIR" + (" --classifier FILE" if classifier else "")
+    else:
+        yours = (f"VIRNUCPRO_DNABERT=DIR VIRNUCPRO_ESM=DIR VIRNUCPRO_CLASSIFIER_DIR=DIR (default for the classifiers: "
+                 f"{models_home() / 'classifiers'})")
+    return (f"get them once with `virnucpro models download`, or give your copies with {yours}; `--profile demo` "
+            "runs the small offline demo instead (its calls are not biologically meaningful)")
+
 
 
 def resolve_profile(name: str, chunk_size: int, *, esm=None, dnabert=None, classifier=None,
@@ -254,7 +262,8 @@ def resolve_profile(name: str, chunk_size: int, *, esm=None, dnabert=None, class
                            f"{_classifier_candidates(chunk_size)[0].parent})")
         missing = [m for m in missing if m]
         if missing:
-            raise VirNucProError(f"the real models are not all here: {'; '.join(missing)} missing; {MISSING_HELP}")
+            raise VirNucProError(f"the real models are not all here: {'; '.join(missing)} missing; "
+                                 f"{missing_help(classifier=need_classifier)}")
         return Profile("real", chunk_size, str(d_path), str(e_path), str(c_path) if need_classifier else None)
     profile = Profile("demo", chunk_size, warnings=[DEMO_WARNING])
     if need_classifier:
@@ -405,7 +414,9 @@ def models_command(args) -> int:
         _print_rows(rows)
         bad = [r for r in rows if r[1] != "ok"]
         if bad:
-            raise VirNucProError(f"{len(bad)} model file(s) missing or wrong: {', '.join(r[0] for r in bad)}")
+            how = ("build them with `virnucpro train --profile demo`" if args.profile == "demo"
+                   else missing_help(flags=False))
+            raise VirNucProError(f"{len(bad)} model file(s) missing or wrong: {', '.join(r[0] for r in bad)}; {how}")
         return 0
     if action == "download":
         record = download(Path(args.dir) if args.dir else None, args.only)
