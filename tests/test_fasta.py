@@ -112,7 +112,7 @@ def test_scan_validates_and_hashes_the_file_as_stored(tmp_path):
         data = path.read_bytes()
         assert summary == fasta.InputSummary(
             path=str(path), records=len(pairs), empty_records=2, bases=sum(len(q) for _, q in pairs),
-            size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            size=len(data), sha256=hashlib.sha256(data).hexdigest(), empty_ids=("empty", "empty2"))
 
 
 def test_scan_reads_the_input_once(tmp_path):

@@ -194,7 +194,7 @@ def test_chunk_size_must_be_300_or_500(tmp_path):
 def test_empty_records_skipped_with_warning(tmp_path):
     p = tmp_path / "e.fa"
     p.write_text(">empty1\n>a\nATGAAACCCGGGTTT\n>empty2\n\n>b\nATGAAATTT\n")
-    with pytest.warns(UserWarning, match="skipped 2 record"):
+    with pytest.warns(UserWarning, match=r"skipped 2 record\(s\) of length 0 \(empty1, empty2\)"):
         stats = F.prepare(p, 300, tmp_path / "out")
     assert stats.records == 4 and stats.empty_records == 2
     ids = [i for i, _ in read_fasta_pairs(tmp_path / "out" / "chunks.fa")]

@@ -356,3 +356,20 @@ def test_threads_and_umask(tmp_path):
                 "--quiet", env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr
     assert json.loads((out2 / "run.json").read_text())["parameters"]["threads"] == 2
+
+
+def test_empty_records_are_named_in_the_log_and_run_json(tmp_path):
+    """Length-0 records have no chunks, so no row anywhere: the run says which, where it is kept."""
+    src = tmp_path / "with_empty.fa"
+    src.write_bytes(b">nothing_here\n" + INPUT.read_bytes() + b">also_empty\n\n")
+    out = tmp_path / "out"
+    r = run_cli("predict", src, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    said = "skipped 2 record(s) of length 0 (nothing_here, also_empty); they are in no output file"
+    assert said in r.stderr  # a warning: shown even under --quiet
+    info = json.loads((out / "run.json").read_text())
+    assert any(said in w for w in info["warnings"])
+    assert info["input_summary"]["empty_records"] == 2 and info["input_summary"]["records"] == 7
+    assert any(said in p.read_text() for p in (out / "logs").glob("*.log"))
+    seqs = pd.read_csv(out / "sequences.tsv", sep="\t")
+    assert len(seqs) == 5 and not {"nothing_here", "also_empty"} & set(seqs["sequence_id"])

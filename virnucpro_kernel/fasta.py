@@ -512,6 +512,15 @@ def _powers(n: int) -> np.ndarray:
     return _POW_CACHE
 
 
+EMPTY_IDS_KEPT = 10
+
+
+def empty_records_warning(path, count: int, ids) -> str:
+    """What a run says of the length-0 records it skipped (they have no chunks, so no row in any output)."""
+    named = ", ".join(ids[:EMPTY_IDS_KEPT]) + (", ..." if count > len(ids[:EMPTY_IDS_KEPT]) else "")
+    return f"{path}: skipped {count} record(s) of length 0 ({named}); they are in no output file"
+
+
 class RecordValidator:
     """Checks records as they stream past: nucleotide alphabet, duplicate IDs, empty records."""
 
@@ -519,6 +528,7 @@ class RecordValidator:
         self.path = path
         self.ids = SeenIds()
         self.empty_records = 0
+        self.empty_ids: list[str] = []  # the first EMPTY_IDS_KEPT of them, to name in warnings
         self.records = 0
 
     def check(self, block: RecordBlock) -> RecordBlock:
@@ -539,6 +549,9 @@ class RecordValidator:
         empty = lengths == 0
         if empty.any():
             self.empty_records += int(empty.sum())
+            room = EMPTY_IDS_KEPT - len(self.empty_ids)
+            if room > 0:
+                self.empty_ids += block.take(np.flatnonzero(empty)[:room]).ids()
             block = block.take(~empty)
         return block
 
@@ -565,6 +578,7 @@ class InputSummary:
     bases: int
     size: int
     sha256: str
+    empty_ids: tuple = ()  # the first few length-0 records' IDs
 
 
 class _Counting:
@@ -591,7 +605,8 @@ def scan(path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> InputSummary:
     finally:
         validator.ids.close()
     return InputSummary(path=str(path), records=validator.records, empty_records=validator.empty_records,
-                        bases=bases, size=digest.size, sha256=digest.hasher.hexdigest())
+                        bases=bases, size=digest.size, sha256=digest.hasher.hexdigest(),
+                        empty_ids=tuple(validator.empty_ids))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VirNucProError
-from .fasta import (DEFAULT_BLOCK_BYTES, PAD, SRC_PAD, RecordBlock, RecordValidator, entry_headers, fasta_text,
-                    gather, iter_record_blocks, nucleotide_codes, offsets, open_input, padded)
+from .fasta import (DEFAULT_BLOCK_BYTES, PAD, SRC_PAD, RecordBlock, RecordValidator, empty_records_warning,
+                    entry_headers, fasta_text, gather, iter_record_blocks, nucleotide_codes, offsets, open_input,
+                    padded)
 
 CHUNK_SIZES = (300, 500)
 FRAME_LABELS = ("F1", "F2", "F3", "R1", "R2", "R3")
@@ -340,6 +341,7 @@ def prepare(input_path, chunk_size: int, out_dir, block_bytes: int = DEFAULT_BLO
                 stats.chunks += len(chunks.length)
         stats.records = validator.records
         stats.empty_records = validator.empty_records
+        empty_ids = list(validator.empty_ids)
         stats.seconds = time.perf_counter() - t0
         if out_dir.exists():
             for name in ("chunks.fa", "identified_nucleotide.fa", "identified_protein.faa"):
@@ -351,7 +353,7 @@ def prepare(input_path, chunk_size: int, out_dir, block_bytes: int = DEFAULT_BLO
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if stats.empty_records:
-        warnings.warn(f"{input_path}: skipped {stats.empty_records} record(s) of length 0", stacklevel=2)
+        warnings.warn(empty_records_warning(input_path, stats.empty_records, empty_ids), stacklevel=2)
     if stats.frames == 0:
         warnings.warn(f"{input_path}: no chunk has a stop-free frame; the identified files are empty", stacklevel=2)
     return stats

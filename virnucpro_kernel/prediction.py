@@ -34,7 +34,7 @@ import numpy as np
 from . import __version__
 from .distributed import DEFAULT_UNIT_RECORDS, Coordinator, iter_units, now_stamp, rank_info
 from .errors import InputError, VirNucProError
-from .fasta import RecordValidator, iter_record_blocks, open_input, scan
+from .fasta import RecordValidator, empty_records_warning, iter_record_blocks, open_input, scan
 from .frames import FRAME_LABELS, check_chunk_size
 from .outputs import OutputWriter
 from .rundir import RunLock, check_out_folder, clear_run, confirm_out_folder
@@ -122,11 +122,16 @@ def scan_input(path) -> dict:
     """Validate the whole input and take its SHA-256 in the same pass (bad input: one-line error)."""
     p = Path(path)
     summary = scan(path)
-    if summary.empty_records:
-        warnings.warn(f"{path}: skipped {summary.empty_records} record(s) of length 0", stacklevel=2)
     return {"path": str(p.resolve()), "size": summary.size, "mtime_ns": p.stat().st_mtime_ns,
             "sha256": summary.sha256, "records": summary.records, "empty_records": summary.empty_records,
-            "bases": summary.bases}
+            "empty_ids": list(summary.empty_ids), "bases": summary.bases}
+
+
+def input_warnings(path, summary: dict) -> list[str]:
+    """What the input scan found that a user must hear of (said in the log and kept in run.json)."""
+    if summary.get("empty_records"):
+        return [empty_records_warning(path, summary["empty_records"], summary.get("empty_ids") or [])]
+    return []
 
 
 # Compiling the encoder layers costs seconds before the first batch and saves time on every batch after. On one
@@ -455,6 +460,9 @@ def run(settings: PredictSettings, gpus: int) -> int:
         log.info("%s", pipeline.summary, extra={"file_only": True})  # said on the console before the log file was open
         for note in notes:
             log.info("%s", note)
+        if info.is_main:
+            for w in input_warnings(settings.input, summary):
+                log.warning("%s", w)
         work = out / ".work"
         return _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, summary, manifest,
                                   unit_records, work, log_dir, log_path, t_process, startup)
@@ -570,7 +578,7 @@ def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, 
         "hardware": {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor()
                      or platform.machine(), "gpus": gpus, "world_size": info.world_size},
         "gpu_monitor": gpu_summary, "logs": {"run": str(log_path)},
-        "warnings": list(profile.warnings),
+        "warnings": list(profile.warnings) + input_warnings(settings.input, summary),
     }
     writer = OutputWriter(out, threshold=settings.threshold, profile=profile.name,
                           records_iter=iter_records(settings.input))
