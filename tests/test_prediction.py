@@ -62,6 +62,14 @@ def test_outputs_present_and_consistent(single_run):
     run = json.loads((out / "run.json").read_text())
     assert run["profile"]["name"] == "demo" and run["warnings"], "the demo warning is recorded"
     assert run["counts"]["frames"] == len(frames)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout: run.json names the commit of the code that made it
+        assert run["git_commit"] == head.stdout.strip() and isinstance(run["git_dirty"], bool)
+        from virnucpro_kernel import load_run
+        from virnucpro_kernel.reports.tables import provenance
+
+        facts = dict(zip(*provenance(load_run(out)).T.values))
+        assert facts["commit"].startswith(head.stdout.strip()[:12])
     table, features = read_frames_parquet(out / "frames.parquet")
     assert features.shape == (len(frames), 160) and np.isfinite(features).all()
     viral = [line[1:].split()[0] for line in open(out / "viral.fa") if line.startswith(">")]
@@ -141,19 +149,19 @@ def test_kill_and_resume_with_other_process_count(single_run, tmp_path):
     p.wait()
     done_before = sorted(x.name for x in units.glob("unit_*.npz"))
     assert 2 <= len(done_before) < 5, "killed in the middle of the run"
+    first_logs = set((out / "logs").glob("predict_*.log"))
     assert not (out / "run.json").exists()
     # resume with two processes and another token budget: only the missing units are computed
     q = _torchrun([*args[:-3], "--token-budget", "5000", "--quiet", "--resume"], extra=["--standalone"])
     _, stderr = q.communicate(timeout=300)
     assert q.returncode == 0, stderr
     _assert_same_frames(single_run, out)
-    logs = "".join(x.read_text() for x in (out / "logs").glob("predict_*.log"))
-    assert f"resuming: {len(done_before)} finished unit(s) kept" in logs
-    computed = [line for line in logs.splitlines() if " unit " in line and "records" in line]
-    assert len(computed) <= 5 - len(done_before) + 0 + len(done_before)  # first run's lines + the rest
-    resumed_units = {int(line.split(" unit ")[1].split(":")[0]) for line in logs.splitlines()[-200:]
-                     if "rank" in line and " unit " in line}
-    assert resumed_units >= set(range(5)) - {int(n[5:13]) for n in done_before}
+    resumed_logs = sorted(set((out / "logs").glob("predict_*.log")) - first_logs)
+    assert len(resumed_logs) == 1, "the resumed run's own log (both processes write to it)"
+    assert f"resuming: {len(done_before)} finished unit(s) kept" in "".join(p.read_text() for p in resumed_logs)
+    computed = _units_computed(resumed_logs)
+    assert sorted(computed) == sorted(set(range(5)) - {int(n[5:13]) for n in done_before}), \
+        "each missing unit computed once, by one of the two processes; no kept unit again"
 
 
 def test_resume_refuses_other_settings(tmp_path):
@@ -303,25 +311,43 @@ def test_resume_refuses_an_input_edited_in_the_middle(interrupted, tmp_path):
     assert not (out / "run.json").exists()
 
 
+def _units_computed(log_files) -> list[int]:
+    """The units these log files say were computed ("unit N: ..."), one entry per computation."""
+    return [int(line.split(" unit ")[1].split(":")[0]) for p in log_files for line in p.read_text().splitlines()
+            if " INFO unit " in line]
+
+
 def test_resume_recomputes_a_unit_file_cut_short(interrupted, tmp_path, single_run):
-    import hashlib
+    """The cut unit and the missing ones are computed; the readable ones are kept as they are: a score planted
+    in a kept unit file reaches the outputs (a recomputed unit would have the model's score)."""
+    from virnucpro_kernel.units import read_unit
 
     src, out = _copy_run(interrupted, tmp_path)
     units = sorted((out / ".work" / "units").glob("unit_*.npz"))
     data = units[0].read_bytes()
     units[0].write_bytes(data[: len(data) // 2])
-    kept = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in units[1:]}
+    kept = [p for p in units[1:] if len(read_unit(p)["probs"])]
+    assert kept, "a kept unit with frames"
+    planted = read_unit(kept[0])
+    planted["probs"][0] = [0.123456, 0.876544]
+    with open(kept[0], "wb") as fh:
+        np.savez(fh, **planted)
+    first_logs = set((out / "logs").glob("predict_*.log"))
     r = run_cli("predict", src, "--chunk-size", "300", "--out", out, "--profile", "demo", "--gpus", "0",
                 "--quiet", "--resume")
     assert r.returncode == 0, r.stderr
     assert "unreadable" in r.stderr and units[0].name in r.stderr
-    _assert_same_frames(single_run, out, tol=1e-6)
-    logs = "".join(x.read_text() for x in sorted((out / "logs").glob("predict_*.log")))
-    resumed = logs[logs.index("resuming:"):]  # the interrupted run's lines come first
-    computed = {int(line.split(" unit ")[1].split(":")[0]) for line in resumed.splitlines()
-                if " INFO unit " in line}
-    kept_units = {int(name[5:13]) for name in kept}
-    assert computed == set(range(5)) - kept_units, "exactly the missing units (and the cut one) ran again"
+    computed = _units_computed(sorted(set((out / "logs").glob("predict_*.log")) - first_logs))
+    kept_units = {int(p.name[5:13]) for p in units[1:]}
+    assert sorted(computed) == sorted(set(range(5)) - kept_units), "exactly the missing units (and the cut one) ran"
+    frames, ref = _frames(out), _frames(single_run)
+    hit = frames["score2"].astype(float).sub(0.876544).abs() < 1e-6
+    assert hit.sum() == 1, "the planted score of the kept unit is in the outputs"
+    row = frames.index[hit][0]
+    assert abs(float(frames.loc[row, "score1"]) - 0.123456) < 1e-6
+    others = frames.drop(index=row)  # every other frame as in the uninterrupted run
+    d = np.abs(others["score2"].astype(float).to_numpy() - ref.drop(index=row)["score2"].astype(float).to_numpy())
+    assert d.max() <= 1e-6
 
 
 def test_options_that_would_be_ignored_are_refused(tmp_path):

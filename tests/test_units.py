@@ -65,3 +65,33 @@ def test_a_fresh_start_removes_old_units(tmp_path):
     assert prepare_work_dir(tmp_path, MANIFEST, resume=False) == 0
     assert list((work / "units").iterdir()) == []
     assert json.loads((work / "manifest.json").read_text()) == MANIFEST
+
+
+def test_a_unit_write_that_fails_midway_leaves_no_unit_file(tmp_path, monkeypatch):
+    """A disk that fills up while a unit is written: no ``unit_*.npz`` appears (a resume would keep it), and
+    no temporary file stays behind; the same unit written again is whole."""
+    import virnucpro_kernel.units as units
+    from conftest import EXAMPLES
+    from virnucpro_kernel.engine import EngineOptions, FramePipeline
+    from virnucpro_kernel.fasta import RecordBlock, iter_record_blocks
+    from virnucpro_kernel.models.profiles import resolve_profile
+
+    pipe = FramePipeline(resolve_profile("demo", 300), EngineOptions(chunk_size=300))
+    records = RecordBlock.concat(list(iter_record_blocks(EXAMPLES / "refseq_viral_frames_298bp.fa")))
+    result = pipe.run(pipe.prepare(3, records))
+    real_savez = np.savez
+
+    def savez_then_disk_full(fh, **arrays):
+        real_savez(fh, **arrays)
+        fh.truncate(fh.tell() // 2)  # half the file on disk
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(units.np, "savez", savez_then_disk_full)
+    with pytest.raises(OSError, match="No space"):
+        units.write_unit(tmp_path, result)
+    assert not unit_path(tmp_path, 3).exists()
+    assert list((tmp_path / "units").iterdir()) == []
+    monkeypatch.setattr(units.np, "savez", real_savez)
+    written = units.write_unit(tmp_path, result)
+    assert written == unit_path(tmp_path, 3) and readable(written)
+    np.testing.assert_array_equal(units.read_unit(written)["probs"], result.probs)

@@ -565,7 +565,8 @@ def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, 
     t_merge = time.perf_counter()
     compute_s = t_compute_end - t_compute
     run_info = {
-        "virnucpro_version": __version__, "command": "virnucpro predict", "argv": settings.to_argv(),
+        "virnucpro_version": __version__, **_code_commit(), "command": "virnucpro predict",
+        "argv": settings.to_argv(),
         "input": manifest["input"], "input_summary": {k: summary[k] for k in ("records", "empty_records", "bases")},
         "parameters": {"chunk_size": settings.chunk_size, "threshold": settings.threshold, "gpus": gpus,
                        "world_size": info.world_size, "dtype": options.dtype, "token_budget": options.budget,
@@ -619,6 +620,15 @@ def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, 
     for w in profile.warnings:
         print(f"warning: {w}")
     return 0
+
+
+def _code_commit() -> dict:
+    """The git commit of the code that made the run (``git_dirty``: with uncommitted changes); None when the
+    package is not a git checkout."""
+    from .bench.schema import git_commit
+
+    commit, dirty = git_commit()
+    return {"git_commit": None if commit == "unknown" else commit, "git_dirty": dirty}
 
 
 def iter_records(path):

@@ -51,11 +51,15 @@ def write_unit(work: Path, result) -> Path:
     dst = unit_path(work, result.unit)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, dst)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)  # the unit's name appears only on a complete file
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return dst
 
 

@@ -121,7 +121,8 @@ def _facts(info: dict) -> dict:
     else:
         params, inp, prof = info.get("parameters") or {}, info.get("input") or {}, info.get("profile") or {}
         shown = ("chunk_size", "threshold", "gpus", "world_size", "dtype", "attention", "compile", "packing", "dedup")
-        facts = {"commit": "not recorded in run.json", "command": info.get("command"),
+        facts = {"commit": _commit(info) if info.get("git_commit") else "not recorded in run.json",
+                 "command": info.get("command"),
                  "input": f"{display_path(inp.get('path'))} (SHA-256 {str(inp.get('sha256', ''))[:16]}…)",
                  "hardware": _hardware(info), "versions": _versions(info),
                  "parameters": ", ".join(f"{k} {params[k]}" for k in shown if k in params), "profile": prof.get("name"),
