@@ -211,3 +211,21 @@ def test_evaluation_tables_and_checks(run):
     seq = targets[targets["level"] == "sequence"]
     assert seq["reached"].all() and (seq["precision"] >= seq["target_precision"]).all()
     assert (tables.check_evaluation(ev)["passed"] == "yes").all()
+
+
+def test_compile_policy_says_whether_the_rule_picked_the_faster_way():
+    from virnucpro_kernel.bench.runs import picked_faster
+    from virnucpro_kernel.reports import speed
+
+    assert picked_faster(False, eager_s=30.0, cold_s=None, warm_s=36.0)  # small input, compiling slower: right
+    assert not picked_faster(True, eager_s=30.0, cold_s=None, warm_s=36.0)
+    assert picked_faster(True, eager_s=80.0, cold_s=70.0, warm_s=60.0)  # large input, compiling pays even cold
+    assert not picked_faster(True, eager_s=80.0, cold_s=85.0, warm_s=60.0)  # a fresh machine loses: judged cold
+    assert speed.compile_policy(None) is None and speed.compile_policy(fake_result()) is None
+    result = fake_result()
+    result["compile_policy"] = [{"input": "small", "reads": 4096, "esm_tokens": 400000,
+                                 "estimated_esm_tokens": 334000.4, "auto_compiles": False, "eager_wall_s": 30.0,
+                                 "compiled_cold_wall_s": None, "compiled_warm_wall_s": 36.0,
+                                 "auto_picked_faster": True}]
+    table = speed.compile_policy(result)
+    assert table.loc[0, "estimated_esm_tokens"] == 334000 and bool(table.loc[0, "auto_picked_faster"])

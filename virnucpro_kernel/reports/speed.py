@@ -83,6 +83,17 @@ def run_overhead(result: dict | None) -> pd.DataFrame | None:
     return _titled(pd.DataFrame(rows), result) if rows else None
 
 
+def compile_policy(result: dict | None) -> pd.DataFrame | None:
+    """Whether ``predict``'s rule (compile the encoder layers only when the input repays it) picked the faster
+    way: per input, the wall seconds of whole runs compiled and not, and the rule's choice (GPU results only)."""
+    rows = (result or {}).get("compile_policy")
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    df["estimated_esm_tokens"] = df["estimated_esm_tokens"].round()
+    return _titled(df, result)
+
+
 def dedup_summary(result: dict | None) -> pd.DataFrame | None:
     """What embedding identical frames once gave on the duplicated-reads workload: speed-up in input frames/s,
     the share of ESM-2 tokens computed, and whether the calls and files stayed the same."""
