@@ -134,10 +134,13 @@ def input_warnings(path, summary: dict) -> list[str]:
     return []
 
 
-# Compiling the encoder layers costs seconds before the first batch and saves time on every batch after. On one
-# H200 (reports/h200/): about 9 s with a warm compiler cache and 15 s with a cold one (predict.json: the
-# compiler's import and the compiling warmup), for 103.9k against 84.9k ESM-2 tokens/s (encoders.json), i.e.
-# 2.2 us per token. It pays off from about 5M ESM-2 tokens per GPU (4M warm, 7M cold), a ~10-MB FASTA per GPU.
+# Compiling the encoder layers costs seconds before the first batch and saves time on every batch after. Measured
+# on one H200 as whole runs (reports/h200/predict.json, compile_policy; random weights of the real shapes):
+# compiling saves 1.7-2.3 us per ESM-2 token and costs about 7 s with a warm compiler cache, 18 s with an empty
+# one. Break-even: about 3M tokens per GPU (warm cache) and 10M (empty cache, a fresh machine). At 5.5M tokens
+# (65,536 reads): eager 80.4 s, compiled 75.1 s warm and 88.7 s cold; at 0.34M: eager 17.9 s, compiled 24.6 s
+# warm. The cache's state cannot be known beforehand, so the rule sits between the two break-evens: either way
+# a wrong choice costs about a tenth of the run, never more.
 COMPILE_MIN_TOKENS_PER_GPU = 5_000_000
 ESM_TOKENS_PER_INPUT_BYTE = 0.5  # measured: 150-bp reads 0.51 (the benchmark workload), assembled contigs 0.34
 GZIP_EXPANSION = 4.0  # FASTA compresses about 4-fold
