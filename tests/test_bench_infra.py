@@ -189,6 +189,26 @@ def test_planted_slowdown_hook(monkeypatch):
     t = timing.time_repeated(slowed, repetitions=3, warmup=0, device="cpu")
     assert t["seconds"] == pytest.approx(0.013, abs=0.0005)  # 10 ms of work + 30% planted
     assert timing.slowed(clock.work, 0.0) == clock.work
+    # work on the CPU: the plant is 30% more CPU time, whatever the call waited for (here 10 ms of CPU time in
+    # 25 ms of wall clock)
+    waited = FakeClock(0.01)
+    waited.cpu = 0.0
+
+    def work():
+        waited.now += 0.025
+        waited.cpu += 0.01
+
+    def spin_cpu():
+        waited.cpu += 0.0001
+        waited.now += 0.0001
+        return waited.cpu
+
+    waited.process_time = spin_cpu
+    monkeypatch.setattr(timing, "time", waited)
+    planted = timing.slowed(work, 0.3, clock="cpu")
+    c0 = waited.cpu
+    planted()
+    assert waited.cpu - c0 == pytest.approx(0.013, abs=0.0005)  # not 0.01 + 0.3 * 0.025
 
 
 def test_summarize_seconds_median_and_spread():
@@ -322,6 +342,15 @@ def _samples(seconds, spread, reps):
     return [seconds * (1 - spread / 2)] + [seconds] * (reps - 2) + [seconds * (1 + spread / 2)]
 
 
+def _cpu_samples(cpu, spread, reps):
+    """``reps`` CPU times with median ``cpu``: from 5 repetitions, quartiles (inclusive method) at
+    ``cpu * (1 -/+ spread / 2)`` and extremes twice as far; below 5, range ``spread``."""
+    if reps < 5:
+        return _samples(cpu, spread, reps)
+    return ([cpu * (1 - spread), cpu * (1 - spread / 2)] + [cpu] * (reps - 4)
+            + [cpu * (1 + spread / 2), cpu * (1 + spread)])
+
+
 def _result(tokens_per_s=1000.0, seconds=1.0, lo=0.99, hi=1.01, suite="encoders", rel_err=6.7e-3, reps=5):
     res = schema.new_result(suite, ["virnucpro", "benchmark", "--suite", suite],
                             hardware={"gpu_name": "NVIDIA H200", "n_gpus": 1, "cpu": "x", "cpu_count": 16},
@@ -341,15 +370,16 @@ def _result(tokens_per_s=1000.0, seconds=1.0, lo=0.99, hi=1.01, suite="encoders"
 def _run(seconds=1.0, spread=0.0, reps=5, cpu=None, cpu_spread=0.0, loops=1, tokens=150_000, probe=0.01,
          stage="prepare_vectorized", suite="prepare"):
     """A result with one stage timed ``reps`` times (median ``seconds``, range ``spread``), with CPU times
-    (median ``cpu``, range ``cpu_spread``) and a steady machine probe (``probe`` seconds per call) when
-    ``cpu`` is given, as the prepare suite writes them."""
+    (median ``cpu``; ``cpu_spread``: their interquartile range over the median from 5 repetitions, their range
+    below) and a steady machine probe (``probe`` seconds per call) when ``cpu`` is given, as the prepare suite
+    writes them."""
     res = schema.new_result(suite, ["virnucpro", "benchmark", "--suite", suite],
                             hardware={"gpu_name": None, "n_gpus": 0, "cpu": "x", "cpu_count": 2},
                             workload={"name": "medium", "reads": 1000, "frames": 1600, "tokens": 84_000})
     timing_ = timing.summarize_seconds(_samples(seconds, spread, reps))
     timing_.update(repetitions=reps, loops=loops)
     if cpu is not None:
-        timing_.update(cpu_seconds_all=_samples(cpu, cpu_spread, reps), probe=timing.PROBE_ID,
+        timing_.update(cpu_seconds_all=_cpu_samples(cpu, cpu_spread, reps), probe=timing.PROBE_ID,
                        probe_cpu_seconds_all=[probe] * reps)
     res["stages"][stage] = schema.stage_entry(timing_, tokens=tokens, sequences=1000, path="optimized")
     return schema.validate_result(res)
@@ -652,6 +682,33 @@ def test_cpu_time_band_is_the_sum_of_both_spreads():
     assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
     assert rows[0]["noise_pct"] == pytest.approx(100 * (0.24 + regression.REL_FLOOR + 0.001))
     rows = regression.compare(_run(seconds=1.0, cpu=1.3, cpu_spread=0.12), base)  # 30% > 26.1%
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"
+
+
+def test_one_far_off_repetition_does_not_hide_a_slowdown():
+    """On a shared machine one repetition in five is often far off; the band is the interquartile range, so a
+    30% slowdown still shows (the whole range, 60% here, would have hidden it), and the far-off repetition alone
+    flags nothing."""
+    base = _run(seconds=1.0, cpu=0.5)
+    base["stages"]["prepare_vectorized"]["cpu_seconds_all"] = [0.5, 0.5, 0.5, 0.5, 0.8]
+    assert regression.spread(base["stages"]["prepare_vectorized"], "cpu") == 0.0
+    slower = _run(seconds=1.0, cpu=0.65)
+    rows = regression.compare(slower, base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (regression.REL_FLOOR + 0.001 / 0.5))
+    assert _verdicts(regression.compare(base, _run(seconds=1.0, cpu=0.5)))["prepare_vectorized.cpu_seconds"] == "ok"
+    three = _run(seconds=1.0, cpu=0.5, reps=3)
+    three["stages"]["prepare_vectorized"]["cpu_seconds_all"] = [0.5, 0.5, 0.8]
+    assert regression.spread(three["stages"]["prepare_vectorized"], "cpu") == pytest.approx(0.6)  # the range
+
+
+def test_cpu_calls_under_ten_milliseconds_are_too_short_to_compare():
+    """A 5-ms call timed 200 at a time (1-s repetitions): still too short, whatever the loops."""
+    base = _run(seconds=0.005, cpu=0.005, loops=200)
+    rows = regression.compare(_run(seconds=0.01, cpu=0.01, loops=200), base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "too short to compare"
+    assert "one call takes 5 ms of CPU time, under 10 ms" in rows[0]["reason"] and not regression.has_regression(rows)
+    rows = regression.compare(_run(seconds=0.013, cpu=0.013, loops=100), _run(seconds=0.01, cpu=0.01, loops=100))
     assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"
 
 

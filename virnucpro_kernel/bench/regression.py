@@ -8,7 +8,16 @@ The rule (``compare``; one implementation for ``virnucpro benchmark --compare-to
 of notebook 04, ``reports.regression_table``):
 
 * **Figures.** The **median** of a stage's repetitions (per call when a repetition runs the work several
-  times, ``loops``). A run's **spread** is ``(max - min) / median`` of its repetitions.
+  times, ``loops``). A run's **spread** is ``(max - min) / median`` of its repetitions; for CPU time (and CPU
+  time over the probe's) with at least ``IQR_MIN_REPETITIONS`` (5) repetitions it is the interquartile range
+  over the median: on a shared machine one repetition in five is often far off (another process on the core's
+  caches), and the whole range then makes a band no real slowdown crosses (measured on a 2-core VM: ranges of
+  15-85%, a planted 30% slowdown caught in 4 of 30 comparisons; with the interquartile range 30 of 30, and
+  unchanged code flagged in 0 of 30 comparisons, a loaded machine included).
+* **Short calls on the CPU.** Work on the CPU whose single call takes under ``MIN_CALL_CPU_S`` (10 ms) of CPU
+  time is ``too short to compare``, however many calls a repetition loops over: the time of such short calls
+  moves between two processes of the same code by more than the threshold (measured: 1.2-ms calls, 48% between
+  runs whose own interquartile ranges were under 10%), which no repetition within one process shows.
 * **Gate.** A stage is judged only when both sides have at least ``MIN_REPETITIONS`` (3) repetitions, a
   recorded spread, timed repetitions of at least ``MIN_TIMED_S`` (10 ms: median times ``loops``) and the
   same work per call. Otherwise its figures are listed with the verdict ``too few repetitions``, ``too short to
@@ -60,6 +69,8 @@ REL_FLOOR = 0.02
 ABS_FLOOR_S = 0.001
 MIN_TIMED_S = 0.010
 REL_ERROR_ABS_TOL = 1e-6
+IQR_MIN_REPETITIONS = 5
+MIN_CALL_CPU_S = 0.010
 JUDGED = ("ok", "better", "REGRESSION")
 TOO_SHORT = "too short to compare"
 TOO_FEW = "too few repetitions"
@@ -73,8 +84,8 @@ def rule_text(threshold: float = DEFAULT_THRESHOLD) -> str:
     t = f"{100 * threshold:.0f}%"
     return "\n".join([
         f"Rule (threshold {t}):",
-        "- compared: medians of the repetitions; spread = (max - min) / median of a run's repetitions; "
-        f"floor = {100 * REL_FLOOR:.0f}% + {1000 * ABS_FLOOR_S:g} ms / shortest timed repetition",
+        "- compared: medians of the repetitions; spread = (max - min) / median of a run's repetitions (CPU time "
+        f"with >= {IQR_MIN_REPETITIONS} repetitions: interquartile range / median); floor = {100 * REL_FLOOR:.0f}% + {1000 * ABS_FLOOR_S:g} ms / shortest timed repetition",
         "- slowdown = current / baseline time per unit of work - 1",
         f"- GPU work: REGRESSION when slowdown > max({t}, max(spread baseline, spread current) + floor)",
         f"- work on the CPU: judged on the CPU time of the process (wall-clock figures listed, not judged); "
@@ -82,8 +93,9 @@ def rule_text(threshold: float = DEFAULT_THRESHOLD) -> str:
         f"the slowdown relative to a fixed machine probe timed before each repetition > max({t}, max(spread "
         "baseline, spread current) + floor)",
         "- better: the same with the speed-up",
-        f"- judged only with >= {MIN_REPETITIONS} repetitions on each side and timed repetitions >= "
-        f"{1000 * MIN_TIMED_S:g} ms; other figures are listed with the reason",
+        f"- judged only with >= {MIN_REPETITIONS} repetitions on each side, timed repetitions >= "
+        f"{1000 * MIN_TIMED_S:g} ms and, on the CPU, calls >= {1000 * MIN_CALL_CPU_S:g} ms of CPU time; other "
+        "figures are listed with the reason",
         f"- relative errors: REGRESSION when up by more than {t} and by more than {REL_ERROR_ABS_TOL:g}",
     ])
 
@@ -119,14 +131,26 @@ def _rel_range(samples) -> float | None:
     return None if med <= 0 else (max(samples) - min(samples)) / med
 
 
+def _rel_iqr(samples) -> float | None:
+    """Interquartile range over the median (quartiles interpolated as ``statistics.quantiles``' inclusive
+    method), from ``IQR_MIN_REPETITIONS`` repetitions; below that, the whole range."""
+    if len(samples) < IQR_MIN_REPETITIONS:
+        return _rel_range(samples)
+    med = statistics.median(samples)
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return None if med <= 0 else (q3 - q1) / med
+
+
 def spread(stage: dict, clock: str = "wall") -> float | None:
-    """Relative range of a stage's repetitions, ``(max - min) / median``, on ``clock``: ``"cpu"`` (CPU time),
+    """Relative range of a stage's repetitions, ``(max - min) / median`` (on the CPU clocks with at least
+    ``IQR_MIN_REPETITIONS`` repetitions: the interquartile range over the median), on ``clock``: ``"cpu"``
+    (CPU time),
     ``"probe"`` (CPU time over the machine probe's, ``normalized``) or ``"wall"`` (``seconds_all`` when
     recorded, else ``seconds_min``/``seconds_max`` around ``seconds``); None when the result lacks them."""
     if clock == "cpu":
-        return _rel_range(stage["cpu_seconds_all"]) if _list(stage, "cpu_seconds_all") else None
+        return _rel_iqr(stage["cpu_seconds_all"]) if _list(stage, "cpu_seconds_all") else None
     if clock == "probe":
-        return _rel_range(normalized(stage)) if has_cpu_time(stage) else None
+        return _rel_iqr(normalized(stage)) if has_cpu_time(stage) else None
     samples = _list(stage, "seconds_all")
     if samples and len(samples) >= 2:
         return _rel_range(samples)
@@ -191,6 +215,13 @@ def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[dict | None, 
         return None, TOO_SHORT, (f"timed repetition {1000 * min(t_base, t_cur):.3g} ms in "
                                  f"{_side(t_base < MIN_TIMED_S, t_cur < MIN_TIMED_S)}, "
                                  f"under {1000 * MIN_TIMED_S:g} ms")
+    if cpu:
+        call = min(stage_time(base, True) or 0.0, stage_time(cur, True) or 0.0)
+        if call < MIN_CALL_CPU_S:
+            return None, TOO_SHORT, (f"one call takes {1000 * call:.3g} ms of CPU time, under "
+                                     f"{1000 * MIN_CALL_CPU_S:g} ms: so short a call's time changes from one "
+                                     "process to the next by more than the threshold; compare a larger "
+                                     "--data-size")
     floor = REL_FLOOR + ABS_FLOOR_S / min(t_base, t_cur)
     if not cpu:
         return {"noise": max(s_base, s_cur) + floor, "noise_probe": None}, None, ""

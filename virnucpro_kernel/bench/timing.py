@@ -232,18 +232,25 @@ def planted_slowdown(stage: str) -> float:
     return found
 
 
-def slowed(fn: Callable[[], Any], fraction: float) -> Callable[[], Any]:
-    """``fn`` made ``fraction`` slower: after each call, the CPU spins for ``fraction`` times the call's own
-    duration (so the planted slowdown is relative, whatever the speed of the machine). For the test hook."""
+def slowed(fn: Callable[[], Any], fraction: float, clock: str = "wall") -> Callable[[], Any]:
+    """``fn`` made ``fraction`` slower on ``clock``: after each call, the CPU spins for ``fraction`` times the
+    call's own duration (so the planted slowdown is relative, whatever the speed of the machine). ``"cpu"``
+    measures the call and the spin in this process's CPU time (work on the CPU, judged on CPU time: the plant is
+    then ``fraction`` more work, as slower code would be, not a share of the time the call waited for a core or
+    the disk); ``"wall"`` on the wall clock (GPU work). For the test hook."""
     if not fraction:
         return fn
+    reading = "process_time" if clock == "cpu" else "perf_counter"
+
+    def now() -> float:
+        return getattr(time, reading)()
 
     def run():
-        t0 = time.perf_counter()
+        t0 = now()
         out = fn()
-        end = time.perf_counter()
+        end = now()
         end += fraction * (end - t0)
-        while time.perf_counter() < end:
+        while now() < end:
             pass
         return out
 
