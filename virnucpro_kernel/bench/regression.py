@@ -11,9 +11,12 @@ of notebook 04, ``reports.regression_table``):
   times, ``loops``). A run's **spread** is ``(max - min) / median`` of its repetitions; for CPU time (and CPU
   time over the probe's) with at least ``IQR_MIN_REPETITIONS`` (5) repetitions it is the interquartile range
   over the median: on a shared machine one repetition in five is often far off (another process on the core's
-  caches), and the whole range then makes a band no real slowdown crosses (measured on a 2-core VM: ranges of
-  15-85%, a planted 30% slowdown caught in 4 of 30 comparisons; with the interquartile range 30 of 30, and
-  unchanged code flagged in 0 of 30 comparisons, a loaded machine included).
+  caches), and the whole range then makes a band no real slowdown crosses. Measured on a 2-core VM, over 30
+  pairings of earlier runs of the medium workload: ranges of 15-85%; a planted 30% slowdown flagged in 4 with
+  the whole range, in 30 with the interquartile range; unchanged code in none, a loaded machine included.
+  Whole runs of the command (``reports/cpu/regression_check.sh``): unchanged code is never flagged, but this
+  machine's drift from one process to the next (10-25%, which the probe follows only in part) still hides a
+  planted 30% slowdown in some runs.
 * **Short calls on the CPU.** Work on the CPU whose single call takes under ``MIN_CALL_CPU_S`` (10 ms) of CPU
   time is ``too short to compare``, however many calls a repetition loops over: the time of such short calls
   moves between two processes of the same code by more than the threshold (measured: 1.2-ms calls, 48% between

@@ -70,10 +70,11 @@ class Context:
         self.out = Path(args.out)
         self.work = self.out / "work"
         self.work.mkdir(parents=True, exist_ok=True)
-        # prepare (cheap, host-bound): 5 repetitions of at least 0.5 s each (3 of 0.25 s with --quick);
+        # prepare (cheap, host-bound): 11 repetitions of at least 0.25 s each (3 with --quick): enough for a
+        # steady interquartile range (the noise band of CPU time, bench.regression);
         # the GPU suites: 3 repetitions, the least the regression check judges
-        self.repetitions = regression.MIN_REPETITIONS if args.quick else 5
-        self.min_seconds = 0.25 if args.quick else 0.5
+        self.repetitions = regression.MIN_REPETITIONS if args.quick else 11
+        self.min_seconds = 0.25
         self.gpu_repetitions = regression.MIN_REPETITIONS
         self.command = "virnucpro " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
         self._workload = None
