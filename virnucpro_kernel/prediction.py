@@ -548,7 +548,10 @@ def _compute_and_merge(settings, info, gpus, pipeline, options, profile, coord, 
         prefetch.close()
         progress.close()
         writer.drain()
-    log.info("rank %d done: %s", info.rank, own)
+    log.info("rank %d done: %d units, %d frames, %d ESM-2 tokens (%d computed), %d DNABERT-S tokens (%d computed), "
+             "%.1f s on the device, %d batches split after running out of memory", info.rank, own["units"],
+             own["frames"], own["esm_tokens"], own["esm_tokens_computed"], own["dna_tokens"],
+             own["dna_tokens_computed"], own["gpu_seconds"], own["oom_splits"])
     coord.barrier()  # every rank finished its units: the compute time ends here
     t_compute_end = time.perf_counter()
     t_last_batch = time.time()
