@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, VirNucProError
-from .metrics import LABELS, OTHERS, VIRUS, OperatingPoint, Scores, check_threshold, plain, point
+from .metrics import LABELS, OTHERS, VIRUS, OperatingPoint, Scores, check_threshold, point
+from .outputs import plain
 #: Default length bins (left edges, bp): < 500 (short reads), 500-1k, 1-3k, 3-10k, >= 10k (contigs).
 DEFAULT_LENGTH_BINS = (0, 500, 1000, 3000, 10000)
 LEVELS = ("sequence", "chunk")
@@ -435,7 +436,7 @@ class Evaluation:
                              "chunk": self.scores("chunk").curve.to_dict(orient="list"),
                              **{f"peer:{k}": p.scores.curve.to_dict(orient="list")
                                 for k, p in self.peers.items() if p.has_score}}
-        return plain(out)
+        return plain(out, strict=False)
 
     def __repr__(self) -> str:
         c = self.counts

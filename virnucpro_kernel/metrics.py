@@ -7,13 +7,13 @@ are set out in :mod:`virnucpro_kernel.evaluation`, which applies them to runs an
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from .errors import VirNucProError
+from .outputs import plain
 
 VIRUS = "virus"
 OTHERS = "others"
@@ -124,8 +124,8 @@ class OperatingPoint:
 
     def to_dict(self) -> dict:
         return plain({"threshold": self.threshold, "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
-                       "precision": self.precision, "recall": self.recall, "f1": self.f1,
-                       "specificity": self.specificity, "accuracy": self.accuracy})
+                      "precision": self.precision, "recall": self.recall, "f1": self.f1,
+                      "specificity": self.specificity, "accuracy": self.accuracy}, strict=False)
 
 
 def point(y: np.ndarray, predicted: np.ndarray, threshold) -> OperatingPoint:
@@ -197,24 +197,3 @@ class Scores:
         return {"records": len(self.y), "virus": int(self.y.sum()), "others": int((~self.y).sum()),
                 "unscored": int((~scored).sum()), "unscored_virus": int((~scored & self.y).sum()),
                 "unscored_others": int((~scored & ~self.y).sum())}
-
-
-def plain(value):
-    """``value`` with plain JSON types only (NaN and infinities as None, paths as strings)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return str(value)

@@ -423,31 +423,38 @@ def read_frames_parquet(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarr
 # run.json
 # --------------------------------------------------------------------------------------------------
 
-def _plain(value):
-    """``value`` as plain JSON types: numpy scalars and arrays, paths, dates, sets; NaN and inf as null."""
+def plain(value, *, strict: bool = True):
+    """``value`` as plain JSON types: dicts (keys as strings), lists (tuples; sets sorted), numpy scalars and
+    arrays, paths as strings, dates in ISO form; NaN and infinities as null. Anything else: with ``strict``
+    (``run.json``: it holds only what the run meant to write) a TypeError; without (tables of results, as in
+    ``evaluation.json``) pandas' missing values as null and the rest as its ``str``."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v, strict=strict) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
-        return [_plain(v) for v in items]
+        return [plain(v, strict=strict) for v in items]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return plain(value.tolist(), strict=strict)
     if isinstance(value, np.generic):
-        return _plain(value.item())
+        value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (str, int, bool)):
         return value
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if not strict and (value is pd.NA or value is pd.NaT):
+        return None
     if isinstance(value, (_dt.datetime, _dt.date)):
         return value.isoformat()
-    raise TypeError(f"run.json cannot hold a value of type {type(value).__name__}: {value!r}")
+    if strict:
+        raise TypeError(f"run.json cannot hold a value of type {type(value).__name__}: {value!r}")
+    return str(value)
 
 
 def write_run_json(path: str | os.PathLike, info: dict) -> None:
     """``run.json``: ``info`` as indented JSON (numpy values made plain, NaN/inf written as null)."""
-    text = json.dumps(_plain(info), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(plain(info), indent=2, allow_nan=False) + "\n"
     with atomic_open(path, "w") as f:
         f.write(text)
 
