@@ -702,6 +702,91 @@ def test_one_far_off_repetition_does_not_hide_a_slowdown():
     assert regression.spread(three["stages"]["prepare_vectorized"], "cpu") == pytest.approx(0.6)  # the range
 
 
+def _in_processes(run: dict, per_process: list[list[float]], probe: float = 0.01) -> dict:
+    """``run`` with its stage's CPU times replaced by those of several processes (one list each), as
+    ``timing.time_in_processes`` writes them."""
+    st = run["stages"]["prepare_vectorized"]
+    flat = [c for part in per_process for c in part]
+    st.update(cpu_seconds_all=flat, probe_cpu_seconds_all=[probe] * len(flat), repetitions=len(flat),
+              processes=len(per_process), repetitions_per_process=[len(p) for p in per_process],
+              loops_all=[st["loops"]] * len(per_process))
+    st["cpu_seconds"] = regression.cpu_figure(flat, st)
+    return schema.validate_result(run)
+
+
+def test_several_processes_the_band_is_the_drift_between_them():
+    """Timed in 3 processes of 5 repetitions: the figure is the median of the processes' medians and the band
+    their range, so one process whose repetitions scatter widely neither hides a 30% slowdown nor raises a
+    false alarm; drift between processes widens the band. Expected values by hand."""
+    base = _in_processes(_run(seconds=1.0, cpu=0.1, reps=15), [[0.10, 0.10, 0.10, 0.10, 0.10],
+                                                               [0.10, 0.16, 0.16, 0.16, 0.10],  # median 0.16
+                                                               [0.102, 0.102, 0.102, 0.102, 0.102]])
+    st = base["stages"]["prepare_vectorized"]
+    assert regression.process_medians(st, st["cpu_seconds_all"]) == [0.10, 0.16, 0.102]
+    assert st["cpu_seconds"] == 0.102 and regression.stage_time(st, cpu=True) == 0.102
+    assert regression.spread(st, "cpu") == pytest.approx(0.06 / 0.102)  # the range of the medians
+    quiet = [[0.10] * 5, [0.101] * 5, [0.099] * 5]
+    base = _in_processes(_run(seconds=1.0, cpu=0.1, reps=15), quiet)
+    assert regression.spread(base["stages"]["prepare_vectorized"], "cpu") == pytest.approx(0.02)
+    noisy = [[0.13, 0.26, 0.13, 0.26, 0.13], [0.13] * 5, [0.131] * 5]  # every other repetition of one far off
+    rows = regression.compare(_in_processes(_run(seconds=1.0, cpu=0.13, reps=15), noisy), base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"  # 30% > 10%, band 2% + floor
+    assert rows[0]["worse_pct"] == pytest.approx(30.0) and rows[0]["probe_worse_pct"] == pytest.approx(30.0)
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.02 + regression.REL_FLOOR + 0.001 / 0.1))  # the larger
+    same = [[0.10, 0.2, 0.10, 0.2, 0.10], [0.104] * 5, [0.098] * 5]
+    rows = regression.compare(_in_processes(_run(seconds=1.0, cpu=0.1, reps=15), same), base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"  # medians 0.10, 0.104, 0.098: +0%
+    drifting = [[0.12] * 5, [0.09] * 5, [0.10] * 5]  # processes 30% apart: band 30% + floor
+    rows = regression.compare(_in_processes(_run(seconds=1.0, cpu=0.12, reps=15), [[0.12] * 5, [0.15] * 5,
+                                                                                    [0.12] * 5]),
+                              _in_processes(_run(seconds=1.0, cpu=0.1, reps=15), drifting))
+    assert rows[0]["worse_pct"] == pytest.approx(20.0) and _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
+    assert rows[0]["noise_pct"] == pytest.approx(100 * (0.3 + regression.REL_FLOOR + 0.001 / 0.1))
+
+
+def test_merge_processes_keeps_every_repetition_in_process_order():
+    parts = [dict(seconds_all=[1.0, 3.0, 2.0], cpu_seconds_all=[0.9, 2.9, 1.9], probe="machine_probe v1",
+                  probe_cpu_seconds_all=[0.1, 0.1, 0.1], repetitions=3, loops=4, warmup=1, clock="wall"),
+             dict(seconds_all=[5.0, 5.0, 6.0], cpu_seconds_all=[4.9, 4.9, 5.9], probe="machine_probe v1",
+                  probe_cpu_seconds_all=[0.2, 0.2, 0.2], repetitions=3, loops=2, warmup=1, clock="wall"),
+             dict(seconds_all=[4.0, 4.0, 4.0], cpu_seconds_all=[3.9, 3.9, 3.9], probe="machine_probe v1",
+                  probe_cpu_seconds_all=[0.3, 0.3, 0.3], repetitions=3, loops=3, warmup=1, clock="wall")]
+    m = timing.merge_processes(parts)
+    assert m["seconds_all"] == [1.0, 3.0, 2.0, 5.0, 5.0, 6.0, 4.0, 4.0, 4.0]
+    assert m["seconds"] == 4.0 and m["cpu_seconds"] == 3.9  # medians 2, 5, 4 (CPU: 1.9, 4.9, 3.9)
+    assert m["seconds_min"] == 1.0 and m["seconds_max"] == 6.0
+    assert m["probe_cpu_seconds_all"] == [0.1] * 3 + [0.2] * 3 + [0.3] * 3
+    assert (m["repetitions"], m["processes"], m["repetitions_per_process"]) == (9, 3, [3, 3, 3])
+    assert (m["loops"], m["loops_all"]) == (2, [4, 2, 3])
+    entry = schema.stage_entry(m, tokens=100, sequences=10)
+    assert entry["processes"] == 3 and entry["repetitions_per_process"] == [3, 3, 3]
+    assert entry["cpu_seconds"] == 3.9 and entry["tokens_per_s"] == 25.0
+
+
+def _pid_work(path: str):
+    """Work that appends its process's id to ``path`` at each call (module level: sent to fresh processes)."""
+    import os as _os
+
+    def work():
+        with open(path, "a") as fh:
+            fh.write(f"{_os.getpid()}\n")
+    return work
+
+
+def test_time_in_processes_runs_each_part_in_a_fresh_process(tmp_path):
+    log = tmp_path / "pids"
+    t = timing.time_in_processes(_pid_work, (str(log),), processes=2, repetitions=3, warmup=1,
+                                 probe=timing.machine_probe, probe_seconds=0.001)
+    pids = log.read_text().split()
+    assert len(set(pids)) == 2 and str(__import__("os").getpid()) not in pids
+    assert (t["processes"], t["repetitions_per_process"], t["repetitions"]) == (2, [3, 3], 6)
+    assert len(t["cpu_seconds_all"]) == len(t["probe_cpu_seconds_all"]) == len(t["seconds_all"]) == 6
+    per_process = [pids.count(p) for p in dict.fromkeys(pids)]  # warm-up + 3 repetitions, in order
+    assert per_process == [4, 4] and t["probe"] == timing.PROBE_ID
+    with pytest.raises(ValueError):
+        timing.time_in_processes(_pid_work, (str(log),), processes=0)
+
+
 def test_cpu_calls_under_ten_milliseconds_are_too_short_to_compare():
     """A 5-ms call timed 200 at a time (1-s repetitions): still too short, whatever the loops."""
     base = _run(seconds=0.005, cpu=0.005, loops=200)

@@ -1,10 +1,12 @@
 """``virnucpro benchmark`` on the CPU at ``tiny``: every suite runs, writes valid JSON, and --compare-to works."""
 
 import json
+import statistics
 
 import pytest
 
 from conftest import ROOT, run_cli
+from virnucpro_kernel.bench import regression
 from virnucpro_kernel.bench.schema import load_result
 
 pytestmark = pytest.mark.slow  # whole runs of the command in subprocesses: `make test` only
@@ -53,6 +55,24 @@ def test_suite_specific_figures(bench_dir):
     assert engine["ratios"]["end_to_end_vs_reference"] > 0
     prep = load_result(bench_dir / "prepare.json")
     assert prep["ratios"]["prepare_vectorized_vs_reference"] > 0
+
+
+@pytest.mark.slow
+def test_prepare_suite_times_host_work_in_three_fresh_processes(tmp_path):
+    """Without --quick, each stage runs in 3 processes of 5 repetitions; the figure judged is the median of the
+    processes' medians; the test hook is announced."""
+    r = run_cli("benchmark", "--suite", "prepare", "--data-size", "tiny", "--out", tmp_path,
+                env={"VIRNUCPRO_BENCH_TEST_SLOWDOWN": "prepare_reference=0.1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = load_result(tmp_path / "prepare.json")
+    assert any("stage prepare_reference slowed by 10% on purpose" in w for w in result["warnings"])
+    for name, st in result["stages"].items():
+        assert (st["processes"], st["repetitions_per_process"], st["repetitions"]) == (3, [5, 5, 5], 15), name
+        assert len(st["cpu_seconds_all"]) == len(st["probe_cpu_seconds_all"]) == len(st["seconds_all"]) == 15
+        medians = [statistics.median(st["cpu_seconds_all"][5 * k:5 * k + 5]) for k in range(3)]
+        assert st["cpu_seconds"] == statistics.median(medians) and st["loops"] == min(st["loops_all"])
+    rows = regression.compare(result, result)
+    assert not regression.has_regression(rows)
 
 
 @pytest.mark.slow

@@ -8,15 +8,20 @@ The rule (``compare``; one implementation for ``virnucpro benchmark --compare-to
 of notebook 04, ``reports.regression_table``):
 
 * **Figures.** The **median** of a stage's repetitions (per call when a repetition runs the work several
-  times, ``loops``). A run's **spread** is ``(max - min) / median`` of its repetitions; for CPU time (and CPU
-  time over the probe's) with at least ``IQR_MIN_REPETITIONS`` (5) repetitions it is the interquartile range
-  over the median: on a shared machine one repetition in five is often far off (another process on the core's
-  caches), and the whole range then makes a band no real slowdown crosses. Measured on a 2-core VM, over 30
-  pairings of earlier runs of the medium workload: ranges of 15-85%; a planted 30% slowdown flagged in 4 with
-  the whole range, in 30 with the interquartile range; unchanged code in none, a loaded machine included.
-  Whole runs of the command (``reports/cpu/regression_check.sh``): unchanged code is never flagged, but this
-  machine's drift from one process to the next (10-25%, which the probe follows only in part) still hides a
-  planted 30% slowdown in some runs.
+  times, ``loops``). A run's **spread** is ``(max - min) / median`` of its repetitions. For CPU time (and CPU
+  time over the probe's):
+
+  - work timed in several fresh processes (``processes``, ``timing.time_in_processes``; the prepare suite: 3
+    processes of 5 repetitions) has for figure the **median of the processes' medians** and for spread the
+    **range of the processes' medians** over their median. On a shared or virtual machine the CPU time of the
+    same work moves from one process to the next (memory layout, the allocator's state, what other work left
+    in the caches) by more than the repetitions within one process show: measured on a 2-core VM, the
+    reference stage's 75-ms calls, 5-15% between processes whose own repetitions agreed within 5%. Repetitions
+    of one process that scatter widely (one in three far off is common there) move neither figure;
+  - work timed in one process with at least ``IQR_MIN_REPETITIONS`` (5) repetitions: the interquartile range
+    over the median (the whole range would let one far-off repetition make a band no real slowdown crosses).
+
+  Whole runs of the command (``reports/cpu/regression_check.sh``) check the rule end to end.
 * **Short calls on the CPU.** Work on the CPU whose single call takes under ``MIN_CALL_CPU_S`` (10 ms) of CPU
   time is ``too short to compare``, however many calls a repetition loops over: the time of such short calls
   moves between two processes of the same code by more than the threshold (measured: 1.2-ms calls, 48% between
@@ -41,16 +46,15 @@ of notebook 04, ``reports.regression_table``):
   repetition (``timing.machine_probe``) measures that state. A ``REGRESSION`` must show twice:
 
   - in the CPU time: slowdown = ``cpu_current / cpu_baseline - 1`` > ``max(threshold, max(spread_baseline,
-    spread_current) + floor)`` (the interquartile range of the noisier run: far wider than the uncertainty of
-    a median of 11 repetitions; the sum of both runs' ranges, used before, let one loaded run hide any
-    slowdown), and
-  - relative to the machine: slowdown = ``median(cpu / probe)_current / median(cpu / probe)_baseline - 1``
-    (repetition by repetition) > ``max(threshold, max(spread_baseline, spread_current) + floor)``, the spreads
-    being those of ``cpu / probe``.
+    spread_current) + floor)`` (the spread of the noisier run; the sum of both runs' spreads would let one
+    loaded run hide any slowdown), and
+  - relative to the machine: slowdown = ``(cpu / probe)_current / (cpu / probe)_baseline - 1`` (the figures of
+    ``cpu / probe`` repetition by repetition) > ``max(threshold, max(spread_baseline, spread_current) +
+    floor)``, the spreads being those of ``cpu / probe``.
 
   A machine that got slower slows the probe too, so it does not pass the second test; a probe that happened
-  to run fast does not pass the first. ``better`` is the same with the speed-ups. A host stage with CPU time in one run only (an older file) is ``not
-  comparable``.
+  to run fast does not pass the first. ``better`` is the same with the speed-ups. A host stage with CPU time
+  in one run only (an older file) is ``not comparable``.
 * Relative errors are not timings (one deterministic figure per run, no repetitions): worse by x is the
   relative increase, ``REGRESSION`` when it exceeds the threshold, and differences under
   ``REL_ERROR_ABS_TOL`` (fp32 rounding level) never count.
@@ -89,8 +93,10 @@ def rule_text(threshold: float = DEFAULT_THRESHOLD) -> str:
     t = f"{100 * threshold:.0f}%"
     return "\n".join([
         f"Rule (threshold {t}):",
-        "- compared: medians of the repetitions; spread = (max - min) / median of a run's repetitions (CPU time "
-        f"with >= {IQR_MIN_REPETITIONS} repetitions: interquartile range / median); floor = {100 * REL_FLOOR:.0f}% + {1000 * ABS_FLOOR_S:g} ms / shortest timed repetition",
+        "- compared: medians of the repetitions; spread = (max - min) / median of a run's repetitions; CPU time "
+        "timed in several processes: median and range / median of the processes' medians (in one process, with "
+        f">= {IQR_MIN_REPETITIONS} repetitions: interquartile range / median); floor = {100 * REL_FLOOR:.0f}% + "
+        f"{1000 * ABS_FLOOR_S:g} ms / shortest timed repetition",
         "- slowdown = current / baseline time per unit of work - 1",
         f"- GPU work: REGRESSION when slowdown > max({t}, max(spread baseline, spread current) + floor)",
         f"- work on the CPU: judged on the CPU time of the process (wall-clock figures listed, not judged); "
@@ -146,16 +152,40 @@ def _rel_iqr(samples) -> float | None:
     return None if med <= 0 else (q3 - q1) / med
 
 
+def process_medians(stage: dict, samples: list[float]) -> list[float] | None:
+    """The median of each process's repetitions, for a stage timed in several processes
+    (``repetitions_per_process``, ``timing.time_in_processes``) with ``samples`` one per repetition in process
+    order; None for a stage timed in one process."""
+    counts = stage.get("repetitions_per_process")
+    if not isinstance(counts, list) or len(counts) < 2 or sum(counts) != len(samples) or min(counts) < 1:
+        return None
+    bounds = [sum(counts[:k]) for k in range(len(counts) + 1)]
+    return [statistics.median(samples[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def cpu_figure(samples: list[float], stage: dict) -> float:
+    """The figure of CPU-time samples (one per repetition): the median of the processes' medians when the stage
+    was timed in several processes, else the median."""
+    medians = process_medians(stage, samples)
+    return statistics.median(medians if medians else samples)
+
+
+def _cpu_spread(samples: list[float], stage: dict) -> float | None:
+    medians = process_medians(stage, samples)
+    return _rel_range(medians) if medians else _rel_iqr(samples)
+
+
 def spread(stage: dict, clock: str = "wall") -> float | None:
-    """Relative range of a stage's repetitions, ``(max - min) / median`` (on the CPU clocks with at least
-    ``IQR_MIN_REPETITIONS`` repetitions: the interquartile range over the median), on ``clock``: ``"cpu"``
-    (CPU time),
+    """Relative range of a stage's repetitions, ``(max - min) / median``, on ``clock``: ``"cpu"`` (CPU time),
     ``"probe"`` (CPU time over the machine probe's, ``normalized``) or ``"wall"`` (``seconds_all`` when
-    recorded, else ``seconds_min``/``seconds_max`` around ``seconds``); None when the result lacks them."""
+    recorded, else ``seconds_min``/``seconds_max`` around ``seconds``); None when the result lacks them. On the
+    CPU clocks: for a stage timed in several processes, the relative range of the processes' medians (the
+    drift from one process to the next); else, with at least ``IQR_MIN_REPETITIONS`` repetitions, their
+    interquartile range over the median."""
     if clock == "cpu":
-        return _rel_iqr(stage["cpu_seconds_all"]) if _list(stage, "cpu_seconds_all") else None
+        return _cpu_spread(stage["cpu_seconds_all"], stage) if _list(stage, "cpu_seconds_all") else None
     if clock == "probe":
-        return _rel_iqr(normalized(stage)) if has_cpu_time(stage) else None
+        return _cpu_spread(normalized(stage), stage) if has_cpu_time(stage) else None
     samples = _list(stage, "seconds_all")
     if samples and len(samples) >= 2:
         return _rel_range(samples)
@@ -173,7 +203,7 @@ def stage_time(stage: dict, cpu: bool = False) -> float | None:
         if stage.get("cpu_seconds") is not None:
             return _finite(stage["cpu_seconds"])
         samples = _list(stage, "cpu_seconds_all")
-        return statistics.median(samples) if samples else None
+        return cpu_figure(samples, stage) if samples else None
     return _finite(stage.get("seconds"))
 
 
@@ -306,9 +336,9 @@ def _stage_rows(name: str, base: dict, cur: dict, threshold: float) -> list[dict
         row = _row(f"{name}.{metric}", name, metric, b, c, higher, verdict, why,
                    bands["noise"] if judged else None, threshold, worse, reps)
         if metric == "cpu_seconds":
-            probes = [statistics.median(s["probe_cpu_seconds_all"]) for s in (base, cur)]
+            probes = [cpu_figure(s["probe_cpu_seconds_all"], s) for s in (base, cur)]
             row["machine_pct"] = 100.0 * (probes[1] / probes[0] - 1.0)  # the probe's change: the machine's
-            p_worse, p_better = _both_ways(statistics.median(normalized(base)), statistics.median(normalized(cur)),
+            p_worse, p_better = _both_ways(cpu_figure(normalized(base), base), cpu_figure(normalized(cur), cur),
                                            False)
             row["probe_worse_pct"] = None if p_worse is None or not math.isfinite(p_worse) else 100.0 * p_worse
             if judged:

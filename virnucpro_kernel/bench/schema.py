@@ -9,7 +9,9 @@ per call), ``repetitions``, ``seconds_all`` (each repetition's seconds per call;
 ``seconds_max`` are their extremes), ``loops`` (calls per timed repetition, 1 when absent) and, for work
 timed on the CPU, ``cpu_seconds`` / ``cpu_seconds_all`` (CPU time of the process per call) with ``probe`` and
 ``probe_cpu_seconds_all`` (CPU time of a fixed piece of work timed before each repetition: the machine's
-speed), the figures judged there. Older files with neither ``repetitions`` nor ``seconds_all`` still
+speed), the figures judged there; for work timed in several processes (``timing.time_in_processes``),
+``processes`` and ``repetitions_per_process`` (the repetitions of each ``*_all`` list, in process order) and
+``loops_all``. Older files with neither ``repetitions`` nor ``seconds_all`` still
 validate; their stages are listed as not comparable.
 """
 
@@ -55,6 +57,9 @@ STAGE_SCHEMA: dict = {
         "cpu_seconds_all": {"type": "array", "items": _NUM0},
         "probe": {"type": "string"},
         "probe_cpu_seconds_all": {"type": "array", "items": _NUM0},
+        "processes": {"type": "integer", "minimum": 1},
+        "repetitions_per_process": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+        "loops_all": {"type": "array", "items": {"type": "integer", "minimum": 1}},
         "tokens": _INT0_OR_NULL,
         "sequences": _INT0_OR_NULL,
         "peak_memory_gb": _NUM0_OR_NULL,
@@ -286,6 +291,10 @@ def stage_entry(timing: dict, tokens: int | None = None, sequences: int | None =
     if timing.get("probe_cpu_seconds_all"):
         entry["probe"] = str(timing.get("probe") or "probe")
         entry["probe_cpu_seconds_all"] = [float(s) for s in timing["probe_cpu_seconds_all"]]
+    if timing.get("processes"):
+        entry["processes"] = int(timing["processes"])
+        entry["repetitions_per_process"] = [int(n) for n in timing["repetitions_per_process"]]
+        entry["loops_all"] = [int(n) for n in timing["loops_all"]]
     return entry
 
 

@@ -20,10 +20,12 @@ Weights: random weights of the real shapes on a GPU (same compute as the real on
 a CPU. Workloads: committed, seeded presets of 150-bp reads (``bench.workloads``).
 
 Repetitions (what ``--compare-to`` can judge: ``bench.regression`` needs 3 per stage). ``prepare``: both
-stages 5 times (3 with ``--quick``), each timed repetition lasting at least 0.5 s of CPU time (0.25 s) by
-running the work several times when one call is shorter (``loops``), so the small workloads are not lost in
-the timer's jitter; wall-clock and CPU time are both recorded, and before each repetition the CPU time of a
-fixed probe lasting half as long (``timing.machine_probe``: the machine's speed at that moment). ``engine``:
+stages in 3 fresh processes one after the other, 5 repetitions in each (one process of 3 with ``--quick``;
+``timing.time_in_processes``: the time of host work moves from one process to the next by more than within
+one), each timed repetition lasting at least 0.25 s of CPU time by running the work several times when one
+call is shorter (``loops``), so the small workloads are not lost in the timer's jitter; wall-clock and CPU
+time are both recorded, and before each repetition the CPU time of a fixed probe lasting half as long
+(``timing.machine_probe``: the machine's speed at that moment). ``engine``:
 every stage 3 times, the reference included; ``encoders``: 3 timed passes per stage. The stages of
 ``equivalence`` and ``scaling`` are timed once, as by-products of runs made for other figures: their results
 say so and the regression check lists them without judging them. The test hook
@@ -49,7 +51,7 @@ import torch
 from ..errors import VirNucProError
 from . import regression, schema
 from .timing import (TEST_SLOWDOWN_ENV, LeakCheck, host_peak_rss_gb, machine_probe, measure_matmul_ceiling,
-                     memory_stage, planted_slowdown, slowed, time_repeated)
+                     memory_stage, planted_slowdown, slowed, time_in_processes, time_repeated)
 from .workloads import write_workload
 
 log = logging.getLogger("virnucpro")
@@ -57,6 +59,7 @@ log = logging.getLogger("virnucpro")
 SUITES = ("prepare", "encoders", "engine", "equivalence", "scaling", "predict")
 PUBLISHED_SAMPLE = {"esm_tokens": 42.75e6, "frames": 794_577}
 REFERENCE_ESM_BATCH_TOKENS = 4096
+HOST_PROCESSES = 3
 TIMED_ONCE = "timed once (a by-product of this suite's runs): listed, not judged, by the regression check"
 
 
@@ -70,10 +73,11 @@ class Context:
         self.out = Path(args.out)
         self.work = self.out / "work"
         self.work.mkdir(parents=True, exist_ok=True)
-        # prepare (cheap, host-bound): 11 repetitions of at least 0.25 s each (3 with --quick): enough for a
-        # steady interquartile range (the noise band of CPU time, bench.regression);
+        # prepare (cheap, host-bound): 3 fresh processes of 5 repetitions of at least 0.25 s each (one process
+        # of 3 with --quick): the drift between processes is the noise band of CPU time (bench.regression);
         # the GPU suites: 3 repetitions, the least the regression check judges
-        self.repetitions = regression.MIN_REPETITIONS if args.quick else 11
+        self.repetitions = regression.MIN_REPETITIONS if args.quick else 5
+        self.host_processes = 1 if args.quick else HOST_PROCESSES
         self.min_seconds = 0.25
         self.gpu_repetitions = regression.MIN_REPETITIONS
         self.command = "virnucpro " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
@@ -151,15 +155,49 @@ def subsample_reads(path: Path, n: int, dst: Path) -> Path:
 # ------------------------------------------------------------------------------------------ prepare
 
 
-def suite_prepare(ctx: Context) -> dict:
-    from ..frames import prepare, prepare_reference
+def prepare_vectorized_work(path: str, chunk_size: int, out_dir: str):
+    """The vectorized stage's work: ``frames.prepare`` of the workload into ``out_dir``."""
+    from ..frames import prepare
 
+    return lambda: prepare(Path(path), chunk_size, Path(out_dir))
+
+
+def prepare_reference_work(path: str, chunk_size: int, out_dir: str):
+    """The reference stage's work: ``frames.prepare_reference`` of ``path`` and writing its three FASTA files
+    into ``out_dir``, as the original does."""
+    from ..frames import prepare_reference
+
+    def reference():
+        chunks, nucs, prots = prepare_reference(Path(path), chunk_size)
+        for name, rows in (("c.fa", chunks), ("n.fa", nucs), ("p.faa", prots)):
+            with open(Path(out_dir) / name, "w") as fh:
+                fh.writelines(f">{i}\n{s}\n" for i, s in rows)
+
+    return reference
+
+
+def timed_host_stage(result: dict, stage: str, build, args: tuple, ctx: Context) -> dict:
+    """Host work ``build(*args)`` timed as the prepare suite times it: ``ctx.repetitions`` repetitions of at
+    least ``ctx.min_seconds`` of CPU time beside the machine probe, in ``ctx.host_processes`` fresh processes
+    (``timing.time_in_processes``; in this process when 1)."""
+    kw = dict(repetitions=ctx.repetitions, warmup=1, device="cpu", min_seconds=ctx.min_seconds)
+    if ctx.host_processes <= 1:
+        return timed_stage(result, stage, build(*args), **kw)
+    fraction = planted_slowdown(stage)
+    if fraction:
+        result["warnings"].append(f"test hook {TEST_SLOWDOWN_ENV}: stage {stage} slowed by {100 * fraction:g}% "
+                                  "on purpose; not a measurement of the code")
+    return time_in_processes(build, args, ctx.host_processes, plant=fraction, probe=machine_probe,
+                             probe_seconds=max(0.1, ctx.min_seconds / 2), **kw)
+
+
+def suite_prepare(ctx: Context) -> dict:
     path, workload = ctx.workload()
     result = schema.new_result("prepare", ctx.command, workload=workload)
     bases = workload["bases"]
     tmp = Path(tempfile.mkdtemp(dir=ctx.work))
-    timing = timed_stage(result, "prepare_vectorized", lambda: prepare(path, ctx.chunk_size, tmp / "vec"),
-                         repetitions=ctx.repetitions, warmup=1, device="cpu", min_seconds=ctx.min_seconds)
+    timing = timed_host_stage(result, "prepare_vectorized", prepare_vectorized_work,
+                              (str(path), ctx.chunk_size, str(tmp / "vec")), ctx)
     vec = schema.stage_entry(timing, tokens=bases, sequences=workload["reads"], path="optimized")
     vec["unit"] = "bases"
     result["stages"]["prepare_vectorized"] = vec
@@ -167,15 +205,8 @@ def suite_prepare(ctx: Context) -> dict:
         n_ref = min(workload["reads"], 5000 if ctx.args.quick else 20000)
         sub = subsample_reads(path, n_ref, tmp / "ref.fa")
         sub_bases = sum(len(line) - 1 for i, line in enumerate(open(sub)) if i % 2 == 1)
-
-        def reference():
-            chunks, nucs, prots = prepare_reference(sub, ctx.chunk_size)
-            for name, rows in (("c.fa", chunks), ("n.fa", nucs), ("p.faa", prots)):
-                with open(tmp / name, "w") as fh:
-                    fh.writelines(f">{i}\n{s}\n" for i, s in rows)
-
-        t_ref = timed_stage(result, "prepare_reference", reference, repetitions=ctx.repetitions, warmup=1,
-                            device="cpu", min_seconds=ctx.min_seconds)
+        t_ref = timed_host_stage(result, "prepare_reference", prepare_reference_work,
+                                 (str(sub), ctx.chunk_size, str(tmp)), ctx)
         ref = schema.stage_entry(t_ref, tokens=sub_bases, sequences=n_ref, path="reference")
         ref["unit"] = "bases"
         ref["subsample_reads"] = n_ref

@@ -5,6 +5,8 @@
   With ``min_seconds``, a call shorter than that is run several times (``loops``) per timed repetition, so that
   each repetition lasts at least ``min_seconds`` and the timer's jitter stays small beside it; every figure is
   then per call.
+- ``time_in_processes``: the same for host work, in several fresh processes one after the other, so that a
+  comparison sees how much the time moves from one process to the next (``merge_processes`` joins them).
 - ``machine_probe``: a fixed piece of host work (interpreter and NumPy) timed beside each repetition of a host
   stage, so that a comparison can tell a slower machine (the probe slows too) from slower code.
 - ``planted_slowdown`` / ``slowed``: the test hook that plants a known slowdown in a stage (environment variable
@@ -199,6 +201,65 @@ def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, 
         out.update(probe=PROBE_ID if probe is machine_probe else getattr(probe, "__name__", "probe"),
                    probe_cpu_seconds_all=probes)
     out.update(repetitions=repetitions, loops=loops, warmup=warmup, clock=clock)
+    return out
+
+
+# ------------------------------------------------------------------------------------- fresh processes
+def _timed_child(build: Callable[..., Callable[[], Any]], args: tuple, plant: float, kw: dict) -> dict:
+    """In a fresh process: ``time_repeated`` of the work ``build(*args)`` returns, slowed by ``plant`` (the
+    test hook, on CPU time)."""
+    return time_repeated(slowed(build(*args), plant, clock="cpu"), **kw)
+
+
+def time_in_processes(build: Callable[..., Callable[[], Any]], args: tuple = (), processes: int = 3,
+                      plant: float = 0.0, **kw) -> dict:
+    """``time_repeated(build(*args), device="cpu", **kw)`` in ``processes`` fresh Python processes, one after
+    the other, merged by ``merge_processes``.
+
+    Why: on a shared or virtual machine, the CPU time of the same host work moves from one process to the
+    next (memory layout, the allocator's state, the caches other work left: 5-15% on a 2-core VM for 75-ms
+    calls) by more than the repetitions within one process show. Timing in several processes measures that
+    drift, in the same run, and the regression check takes its noise band from it (``bench.regression``).
+    ``build`` must be a module-level function (it is sent to the processes by reference) that returns the
+    work to time; ``plant``: the test hook's slowdown (``planted_slowdown``), applied in each process. The
+    processes start with ``spawn``, so nothing of this process's state (allocator, caches of the work) is
+    inherited; each pays its own imports, warm-up and calibration, untimed."""
+    import concurrent.futures
+    import multiprocessing
+
+    if processes < 1:
+        raise ValueError("processes must be >= 1")
+    kw = dict(kw, device="cpu")
+    parts = []
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
+        for _ in range(processes):  # one at a time: two processes timed together would share the cores
+            parts.append(pool.submit(_timed_child, build, tuple(args), plant, kw).result())
+    return merge_processes(parts)
+
+
+def merge_processes(parts: list[dict]) -> dict:
+    """One timing from ``time_repeated`` outputs of several processes: every repetition, in process order
+    (``seconds_all``, ``cpu_seconds_all``, ``probe_cpu_seconds_all``), with ``processes`` and
+    ``repetitions_per_process`` to tell them apart. ``cpu_seconds`` (and the wall clock's ``seconds``) is the
+    median of the processes' medians; ``loops`` the fewest calls per repetition of any process (``loops_all``:
+    each process's)."""
+    if not parts:
+        raise ValueError("no timings to merge")
+
+    def middle(key: str) -> float:
+        return statistics.median(statistics.median(p[key]) for p in parts)
+
+    out = summarize_seconds([s for p in parts for s in p["seconds_all"]])
+    out["seconds"] = middle("seconds_all")
+    if all(p.get("cpu_seconds_all") for p in parts):
+        out.update(cpu_seconds=middle("cpu_seconds_all"),
+                   cpu_seconds_all=[s for p in parts for s in p["cpu_seconds_all"]])
+    if all(p.get("probe_cpu_seconds_all") for p in parts):
+        out.update(probe=parts[0]["probe"], probe_cpu_seconds_all=[s for p in parts for s in p["probe_cpu_seconds_all"]])
+    out.update(repetitions=sum(p["repetitions"] for p in parts), loops=min(p["loops"] for p in parts),
+               loops_all=[p["loops"] for p in parts], warmup=parts[0]["warmup"], clock=parts[0]["clock"],
+               processes=len(parts), repetitions_per_process=[p["repetitions"] for p in parts])
     return out
 
 
