@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from virnucpro_kernel.bench import monitor, regression, schema, timing, workloads
+from virnucpro_kernel.bench import host, monitor, regression, schema, timing, workloads
 from virnucpro_kernel.errors import VirNucProError
 from virnucpro_kernel.fasta import read_fasta_pairs
 
@@ -130,7 +130,7 @@ class FakeClock:
 
 def test_time_repeated_loops_short_calls(monkeypatch):
     clock = FakeClock(0.001)
-    monkeypatch.setattr(timing, "time", clock)
+    monkeypatch.setattr(host, "time", clock)
     t = timing.time_repeated(clock.work, repetitions=3, warmup=1, device="cpu", min_seconds=0.05)
     # calibration: 1 call (1 ms) -> 60 calls (60 ms >= 50 ms); then 3 repetitions of 60 calls
     assert t["loops"] == 60 and clock.calls == 1 + 1 + 60 + 3 * 60
@@ -142,7 +142,7 @@ def test_time_repeated_loops_short_calls(monkeypatch):
     assert regression.timed_seconds(entry) == pytest.approx(0.06)
     # with a probe: a block of probe calls (at least probe_seconds) before each repetition
     clock = FakeClock(0.001)
-    monkeypatch.setattr(timing, "time", clock)
+    monkeypatch.setattr(host, "time", clock)
     probed = []
 
     def probe():
@@ -159,7 +159,7 @@ def test_time_repeated_loops_short_calls(monkeypatch):
     assert isinstance(timing.machine_probe(), int) and timing.PROBE_ID == "machine_probe v1"
     # a call already longer than min_seconds runs once per repetition
     slow = FakeClock(0.2)
-    monkeypatch.setattr(timing, "time", slow)
+    monkeypatch.setattr(host, "time", slow)
     assert timing.time_repeated(slow.work, repetitions=3, warmup=0, device="cpu", min_seconds=0.05)["loops"] == 1
     once = schema.stage_entry({"seconds": 1.0})  # a bare time: one repetition of one call
     assert once["loops"] == 1 and once["repetitions"] == 1 and "cpu_seconds" not in once
@@ -178,7 +178,7 @@ def test_planted_slowdown_hook(monkeypatch):
         with pytest.raises(VirNucProError, match=timing.TEST_SLOWDOWN_ENV):
             timing.planted_slowdown("prepare_vectorized")
     clock = FakeClock(0.01)
-    monkeypatch.setattr(timing, "time", clock)
+    monkeypatch.setattr(host, "time", clock)
     slowed = timing.slowed(clock.work, 0.3)
     def perf_counter():  # each reading advances the clock a little, so the spin after a call ends
         clock.now += 0.0001
@@ -204,7 +204,7 @@ def test_planted_slowdown_hook(monkeypatch):
         return waited.cpu
 
     waited.process_time = spin_cpu
-    monkeypatch.setattr(timing, "time", waited)
+    monkeypatch.setattr(host, "time", waited)
     planted = timing.slowed(work, 0.3, clock="cpu")
     c0 = waited.cpu
     planted()

@@ -7,10 +7,11 @@
 set -u
 out="${1:-reports/cpu}"
 work="$(mktemp -d)"
+: > "$work/rows"
 v() { python3 -m virnucpro_kernel "$@"; }
 row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" >> "$work/rows"; }
 check() {  # size label env-or-empty expected
-  local size=$1 label=$2 plant=$3 expected=$4 n=$(( $(wc -l < "$work/rows" 2>/dev/null || echo 0) + 1 ))
+  local size=$1 label=$2 plant=$3 expected=$4 n=$(( $(wc -l < "$work/rows") + 1 ))
   env ${plant:+VIRNUCPRO_BENCH_TEST_SLOWDOWN=$plant} python3 -m virnucpro_kernel benchmark --suite prepare \
     --data-size "$size" --out "$work/run$n" --compare-to "$work/base_$size/prepare.json" > "$work/run$n.log" 2>&1
   local rc=$?

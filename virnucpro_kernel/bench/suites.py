@@ -50,6 +50,7 @@ import torch
 
 from ..errors import VirNucProError
 from . import regression, schema
+from .host import prepare_reference_work, prepare_vectorized_work
 from .timing import (TEST_SLOWDOWN_ENV, LeakCheck, host_peak_rss_gb, machine_probe, measure_matmul_ceiling,
                      memory_stage, planted_slowdown, slowed, time_in_processes, time_repeated)
 from .workloads import write_workload
@@ -153,27 +154,6 @@ def subsample_reads(path: Path, n: int, dst: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ prepare
-
-
-def prepare_vectorized_work(path: str, chunk_size: int, out_dir: str):
-    """The vectorized stage's work: ``frames.prepare`` of the workload into ``out_dir``."""
-    from ..frames import prepare
-
-    return lambda: prepare(Path(path), chunk_size, Path(out_dir))
-
-
-def prepare_reference_work(path: str, chunk_size: int, out_dir: str):
-    """The reference stage's work: ``frames.prepare_reference`` of ``path`` and writing its three FASTA files
-    into ``out_dir``, as the original does."""
-    from ..frames import prepare_reference
-
-    def reference():
-        chunks, nucs, prots = prepare_reference(Path(path), chunk_size)
-        for name, rows in (("c.fa", chunks), ("n.fa", nucs), ("p.faa", prots)):
-            with open(Path(out_dir) / name, "w") as fh:
-                fh.writelines(f">{i}\n{s}\n" for i, s in rows)
-
-    return reference
 
 
 def timed_host_stage(result: dict, stage: str, build, args: tuple, ctx: Context) -> dict:

@@ -5,12 +5,11 @@
   With ``min_seconds``, a call shorter than that is run several times (``loops``) per timed repetition, so that
   each repetition lasts at least ``min_seconds`` and the timer's jitter stays small beside it; every figure is
   then per call.
-- ``time_in_processes``: the same for host work, in several fresh processes one after the other, so that a
-  comparison sees how much the time moves from one process to the next (``merge_processes`` joins them).
-- ``machine_probe``: a fixed piece of host work (interpreter and NumPy) timed beside each repetition of a host
-  stage, so that a comparison can tell a slower machine (the probe slows too) from slower code.
-- ``planted_slowdown`` / ``slowed``: the test hook that plants a known slowdown in a stage (environment variable
-  ``VIRNUCPRO_BENCH_TEST_SLOWDOWN``), to check that the regression check catches it.
+- From ``bench.host`` (no torch there): ``time_in_processes`` (host work timed in several fresh processes one
+  after the other, so that a comparison sees how much the time moves from one process to the next),
+  ``machine_probe`` (a fixed piece of host work timed beside each repetition of a host stage, so that a
+  comparison can tell a slower machine from slower code), ``planted_slowdown`` / ``slowed`` (the test hook,
+  ``VIRNUCPRO_BENCH_TEST_SLOWDOWN``), ``summarize_seconds``.
 - ``memory_stage``: peak allocated and reserved GPU memory of a block of work and their ratio.
 - ``LeakCheck``: GPU memory still allocated after a run, flagged when more than 100 MB above the level before.
 - ``host_peak_rss_gb`` / ``host_rss_gb``: host memory.
@@ -21,16 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
-import os
-import statistics
 import sys
-import time
 from typing import Any, Callable
 
 import torch
 
-from ..errors import VirNucProError
+from .host import (MAX_LOOPS, PROBE_ID, TEST_SLOWDOWN_ENV, machine_probe, merge_processes, planted_slowdown,
+                   slowed, summarize_seconds, time_blocks, time_in_processes, wall_block)
+
+__all__ = ["MAX_LOOPS", "PROBE_ID", "TEST_SLOWDOWN_ENV", "machine_probe", "merge_processes", "planted_slowdown",
+           "slowed", "summarize_seconds", "time_in_processes", "time_repeated", "memory_stage", "LeakCheck",
+           "host_peak_rss_gb", "host_rss_gb", "measure_matmul_ceiling", "mfu", "transformer_flops_per_token"]
 
 GB = 1024 ** 3
 MB = 1024 ** 2
@@ -63,49 +63,6 @@ def _sync_all_gpus() -> None:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             torch.cuda.synchronize(i)
-
-
-def summarize_seconds(samples: list[float]) -> dict:
-    """Median, min, max, all and relative spread ``(max - min) / median`` of repetition times."""
-    if not samples:
-        raise ValueError("no timing samples")
-    med = statistics.median(samples)
-    lo, hi = min(samples), max(samples)
-    return {
-        "seconds": med,
-        "seconds_min": lo,
-        "seconds_max": hi,
-        "seconds_all": list(samples),
-        "spread": (hi - lo) / med if med > 0 else 0.0,
-    }
-
-
-MAX_LOOPS = 100_000
-
-
-# ------------------------------------------------------------------------------------------ machine probe
-PROBE_ID = "machine_probe v1"
-_PROBE_STATE: dict = {}
-
-
-def machine_probe() -> int:
-    """A fixed piece of host work, a few milliseconds: codon lookups in a dict over a 6 kb sequence and a join
-    (interpreter work, like the reference path), then a cast, a cumulative sum and a gather over a 1 MB array
-    (memory-bound NumPy, like the vectorized path). It never changes (``PROBE_ID`` names its version): timed
-    beside a stage in both runs of a comparison, its change is the change of the machine's speed."""
-    import numpy as np
-
-    if not _PROBE_STATE:
-        rng = np.random.default_rng(20240229)
-        _PROBE_STATE["seq"] = rng.choice(np.frombuffer(b"ACGT", dtype=np.uint8), 6000).tobytes().decode()
-        _PROBE_STATE["codons"] = {a + b + c: i for i, (a, b, c) in enumerate(
-            (a, b, c) for a in "ACGT" for b in "ACGT" for c in "ACGT")}
-        _PROBE_STATE["array"] = rng.integers(0, 255, 1 << 20, dtype=np.uint8)
-    seq, codons, arr = _PROBE_STATE["seq"], _PROBE_STATE["codons"], _PROBE_STATE["array"]
-    text = ",".join(str(codons[seq[k:k + 3]]) for k in range(0, len(seq) - 2, 3))
-    wide = arr.astype(np.int32)
-    total = np.cumsum(wide)
-    return len(text) + int(np.take(wide, total % wide.size)[-1])
 
 
 def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, device=None,
@@ -145,179 +102,25 @@ def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, 
         raise ValueError(f"unknown clock {clock!r}")
     if clock == "events" and not on_cuda:
         raise ValueError("CUDA events need a CUDA device")
-    host = not on_cuda
     if probe is not None and dev.type != "cpu":
         raise ValueError("a machine probe times host work: use it with device='cpu'")
 
-    def block(work: Callable[[], Any], loops: int) -> tuple[float, float | None]:
-        """Seconds of ``loops`` calls of ``work`` back to back: (clock, process CPU time or None)."""
-        if clock == "events":
-            with torch.cuda.device(dev):
-                torch.cuda.synchronize(dev)
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(loops):
-                    work()
-                end.record()
-                end.synchronize()
-                return start.elapsed_time(end) / 1000.0, None
-        _sync_all_gpus()
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(loops):
-            work()
-        _sync_all_gpus()
-        t1, c1 = time.perf_counter(), time.process_time()
-        return t1 - t0, (c1 - c0 if host else None)
+    def events(work: Callable[[], Any], loops: int) -> tuple[float, None]:
+        """GPU seconds of ``loops`` calls of ``work`` back to back, between two CUDA events."""
+        with torch.cuda.device(dev):
+            torch.cuda.synchronize(dev)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(loops):
+                work()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0, None
 
-    def calibrate(work: Callable[[], Any], target: float) -> int:
-        """Calls of ``work`` per block so that a block lasts at least ``target`` (CPU time on the host)."""
-        loops = 1
-        wall, cpu = block(work, 1)
-        elapsed = cpu if host else wall
-        while elapsed < target and loops < MAX_LOOPS:
-            want = math.ceil(loops * 1.2 * target / max(elapsed, 1e-9))
-            loops = min(MAX_LOOPS, max(2 * loops, want))
-            wall, cpu = block(work, loops)
-            elapsed = cpu if host else wall
-        return loops
-
-    for _ in range(max(0, warmup)):
-        fn()
-    loops = calibrate(fn, min_seconds) if min_seconds > 0 else 1
-    probe_loops = calibrate(probe, probe_seconds) if probe is not None else 0
-    walls, cpus, probes = [], [], []
-    for _ in range(repetitions):
-        gc.collect()
-        if probe is not None:
-            probes.append(block(probe, probe_loops)[1] / probe_loops)
-        wall, cpu = block(fn, loops)
-        walls.append(wall / loops)
-        if cpu is not None:
-            cpus.append(cpu / loops)
-    out = summarize_seconds(walls)
-    if cpus:
-        out.update(cpu_seconds=statistics.median(cpus), cpu_seconds_all=cpus)
-    if probes:
-        out.update(probe=PROBE_ID if probe is machine_probe else getattr(probe, "__name__", "probe"),
-                   probe_cpu_seconds_all=probes)
-    out.update(repetitions=repetitions, loops=loops, warmup=warmup, clock=clock)
-    return out
-
-
-# ------------------------------------------------------------------------------------- fresh processes
-def _timed_child(build: Callable[..., Callable[[], Any]], args: tuple, plant: float, kw: dict) -> dict:
-    """In a fresh process: ``time_repeated`` of the work ``build(*args)`` returns, slowed by ``plant`` (the
-    test hook, on CPU time)."""
-    return time_repeated(slowed(build(*args), plant, clock="cpu"), **kw)
-
-
-def time_in_processes(build: Callable[..., Callable[[], Any]], args: tuple = (), processes: int = 3,
-                      plant: float = 0.0, **kw) -> dict:
-    """``time_repeated(build(*args), device="cpu", **kw)`` in ``processes`` fresh Python processes, one after
-    the other, merged by ``merge_processes``.
-
-    Why: on a shared or virtual machine, the CPU time of the same host work moves from one process to the
-    next (memory layout, the allocator's state, the caches other work left: 5-15% on a 2-core VM for 75-ms
-    calls) by more than the repetitions within one process show. Timing in several processes measures that
-    drift, in the same run, and the regression check takes its noise band from it (``bench.regression``).
-    ``build`` must be a module-level function (it is sent to the processes by reference) that returns the
-    work to time; ``plant``: the test hook's slowdown (``planted_slowdown``), applied in each process. The
-    processes start with ``spawn``, so nothing of this process's state (allocator, caches of the work) is
-    inherited; each pays its own imports, warm-up and calibration, untimed."""
-    import concurrent.futures
-    import multiprocessing
-
-    if processes < 1:
-        raise ValueError("processes must be >= 1")
-    kw = dict(kw, device="cpu")
-    parts = []
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
-        for _ in range(processes):  # one at a time: two processes timed together would share the cores
-            parts.append(pool.submit(_timed_child, build, tuple(args), plant, kw).result())
-    return merge_processes(parts)
-
-
-def merge_processes(parts: list[dict]) -> dict:
-    """One timing from ``time_repeated`` outputs of several processes: every repetition, in process order
-    (``seconds_all``, ``cpu_seconds_all``, ``probe_cpu_seconds_all``), with ``processes`` and
-    ``repetitions_per_process`` to tell them apart. ``cpu_seconds`` (and the wall clock's ``seconds``) is the
-    median of the processes' medians; ``loops`` the fewest calls per repetition of any process (``loops_all``:
-    each process's)."""
-    if not parts:
-        raise ValueError("no timings to merge")
-
-    def middle(key: str) -> float:
-        return statistics.median(statistics.median(p[key]) for p in parts)
-
-    out = summarize_seconds([s for p in parts for s in p["seconds_all"]])
-    out["seconds"] = middle("seconds_all")
-    if all(p.get("cpu_seconds_all") for p in parts):
-        out.update(cpu_seconds=middle("cpu_seconds_all"),
-                   cpu_seconds_all=[s for p in parts for s in p["cpu_seconds_all"]])
-    if all(p.get("probe_cpu_seconds_all") for p in parts):
-        out.update(probe=parts[0]["probe"], probe_cpu_seconds_all=[s for p in parts for s in p["probe_cpu_seconds_all"]])
-    out.update(repetitions=sum(p["repetitions"] for p in parts), loops=min(p["loops"] for p in parts),
-               loops_all=[p["loops"] for p in parts], warmup=parts[0]["warmup"], clock=parts[0]["clock"],
-               processes=len(parts), repetitions_per_process=[p["repetitions"] for p in parts])
-    return out
-
-
-# -------------------------------------------------------------------------------------------- test hook
-TEST_SLOWDOWN_ENV = "VIRNUCPRO_BENCH_TEST_SLOWDOWN"
-
-
-def planted_slowdown(stage: str) -> float:
-    """The slowdown planted in ``stage`` by the test hook, as a fraction (0.3: each call 30% longer); 0 when
-    the hook is off.
-
-    Test hook only: ``VIRNUCPRO_BENCH_TEST_SLOWDOWN=0.3`` slows every stage the benchmark times through it,
-    ``VIRNUCPRO_BENCH_TEST_SLOWDOWN=prepare_vectorized=0.3,prepare_reference=0.5`` only the named ones. It
-    exists to check, end to end, that ``virnucpro benchmark --compare-to`` catches a known slowdown; a result
-    made with it carries a warning saying so."""
-    spec = os.environ.get(TEST_SLOWDOWN_ENV, "").strip()
-    if not spec:
-        return 0.0
-    found = 0.0
-    for item in spec.split(","):
-        name, sep, value = item.strip().rpartition("=")
-        try:
-            fraction = float(value)
-        except ValueError:
-            fraction = math.nan
-        if not (fraction >= 0 and math.isfinite(fraction)):
-            raise VirNucProError(f"{TEST_SLOWDOWN_ENV}={spec!r}: expected a fraction >= 0 such as 0.3, or "
-                                 "stage=fraction pairs separated by commas")
-        if not sep or name.strip() in (stage, "*"):
-            found = fraction
-    return found
-
-
-def slowed(fn: Callable[[], Any], fraction: float, clock: str = "wall") -> Callable[[], Any]:
-    """``fn`` made ``fraction`` slower on ``clock``: after each call, the CPU spins for ``fraction`` times the
-    call's own duration (so the planted slowdown is relative, whatever the speed of the machine). ``"cpu"``
-    measures the call and the spin in this process's CPU time (work on the CPU, judged on CPU time: the plant is
-    then ``fraction`` more work, as slower code would be, not a share of the time the call waited for a core or
-    the disk); ``"wall"`` on the wall clock (GPU work). For the test hook."""
-    if not fraction:
-        return fn
-    reading = "process_time" if clock == "cpu" else "perf_counter"
-
-    def now() -> float:
-        return getattr(time, reading)()
-
-    def run():
-        t0 = now()
-        out = fn()
-        end = now()
-        end += fraction * (end - t0)
-        while now() < end:  # the clock is read every 500 steps of plain arithmetic: the plant is computation,
-            x = 0           # not a storm of clock system calls (reading CPU time is one)
-            for i in range(500):
-                x += i
-        return out
-
-    return run
+    block = events if clock == "events" else wall_block(_sync_all_gpus if torch.cuda.is_available() else None,
+                                                         cpu=not on_cuda)
+    return time_blocks(fn, block, repetitions=repetitions, warmup=warmup, min_seconds=min_seconds, probe=probe,
+                       probe_seconds=probe_seconds, host=not on_cuda, clock=clock)
 
 
 # ------------------------------------------------------------------------------------------------ memory
