@@ -703,14 +703,14 @@ def test_one_far_off_repetition_does_not_hide_a_slowdown():
 
 
 def _in_processes(run: dict, per_process: list[list[float]], probe: float = 0.01) -> dict:
-    """``run`` with its stage's CPU times replaced by those of several processes (one list each), as
-    ``timing.time_in_processes`` writes them."""
+    """``run`` with its stage timed in several processes (CPU times: one list per process), merged by
+    ``timing.merge_processes`` as ``timing.time_in_processes`` merges them."""
     st = run["stages"]["prepare_vectorized"]
-    flat = [c for part in per_process for c in part]
-    st.update(cpu_seconds_all=flat, probe_cpu_seconds_all=[probe] * len(flat), repetitions=len(flat),
-              processes=len(per_process), repetitions_per_process=[len(p) for p in per_process],
-              loops_all=[st["loops"]] * len(per_process))
-    st["cpu_seconds"] = regression.cpu_figure(flat, st)
+    parts = [dict(seconds_all=list(cpus), cpu_seconds_all=list(cpus), probe=timing.PROBE_ID,
+                  probe_cpu_seconds_all=[probe] * len(cpus), repetitions=len(cpus), loops=st["loops"], warmup=1,
+                  clock="wall") for cpus in per_process]
+    run["stages"]["prepare_vectorized"] = schema.stage_entry(timing.merge_processes(parts), tokens=st["tokens"],
+                                                             sequences=st["sequences"], path="optimized")
     return schema.validate_result(run)
 
 
@@ -742,6 +742,11 @@ def test_several_processes_the_band_is_the_drift_between_them():
                               _in_processes(_run(seconds=1.0, cpu=0.1, reps=15), drifting))
     assert rows[0]["worse_pct"] == pytest.approx(20.0) and _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
     assert rows[0]["noise_pct"] == pytest.approx(100 * (0.3 + regression.REL_FLOOR + 0.001 / 0.1))
+    broken = _in_processes(_run(seconds=1.0, cpu=0.1, reps=15), quiet)
+    broken["stages"]["prepare_vectorized"]["repetitions_per_process"] = [5, 5, 4]
+    rows = regression.compare(broken, base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "not comparable"
+    assert rows[0]["reason"] == "repetitions_per_process does not add up to the CPU times recorded in the current run"
 
 
 def test_merge_processes_keeps_every_repetition_in_process_order():
@@ -764,13 +769,17 @@ def test_merge_processes_keeps_every_repetition_in_process_order():
 
 
 def _pid_work(path: str):
-    """Work that appends its process's id to ``path`` at each call (module level: sent to fresh processes)."""
+    """Work that appends its process's id to ``path`` at each call (module level: fresh processes import it)."""
     import os as _os
 
     def work():
         with open(path, "a") as fh:
             fh.write(f"{_os.getpid()}\n")
     return work
+
+
+def _failing_work(message: str):
+    raise ValueError(message)
 
 
 def test_time_in_processes_runs_each_part_in_a_fresh_process(tmp_path):
@@ -785,6 +794,38 @@ def test_time_in_processes_runs_each_part_in_a_fresh_process(tmp_path):
     assert per_process == [4, 4] and t["probe"] == timing.PROBE_ID
     with pytest.raises(ValueError):
         timing.time_in_processes(_pid_work, (str(log),), processes=0)
+    with pytest.raises(RuntimeError, match="in a fresh process failed .*ValueError: no such reads"):
+        timing.time_in_processes(_failing_work, ("no such reads",), processes=1)
+    with pytest.raises(ValueError, match="module's top level"):
+        timing.time_in_processes(lambda: _pid_work, processes=1)
+
+
+_CLOCK = FakeClock(0.01)
+
+
+def _clock_work():
+    return _CLOCK.work
+
+
+def test_each_fresh_process_applies_the_planted_slowdown(monkeypatch, capsys):
+    """What one fresh process does (``host._child``), run here on a fake clock: the test hook's plant makes
+    each call's CPU time 100% longer."""
+    def reading():  # each reading advances the clock a little, so the plant's spin ends
+        _CLOCK.now += 0.0001
+        return _CLOCK.now
+
+    monkeypatch.setattr(_CLOCK, "perf_counter", reading, raising=False)
+    monkeypatch.setattr(_CLOCK, "process_time", reading, raising=False)
+    monkeypatch.setattr(host, "time", _CLOCK)
+    cpu = {}
+    for plant in (0.0, 1.0):
+        request = {"build": host._name(_clock_work), "args": [], "plant": plant, "probe": None,
+                   "kw": {"repetitions": 3, "warmup": 0}}
+        monkeypatch.setattr("sys.stdin", __import__("io").StringIO(json.dumps(request)))
+        host._child()
+        cpu[plant] = json.loads(capsys.readouterr().out.splitlines()[-1])["cpu_seconds"]
+    assert cpu[0.0] == pytest.approx(0.0102, abs=0.0005)  # 10 ms of work and two clock readings
+    assert cpu[1.0] == pytest.approx(0.0204, abs=0.001)
 
 
 def test_cpu_calls_under_ten_milliseconds_are_too_short_to_compare():

@@ -6,7 +6,6 @@ import statistics
 import pytest
 
 from conftest import ROOT, run_cli
-from virnucpro_kernel.bench import regression
 from virnucpro_kernel.bench.schema import load_result
 
 pytestmark = pytest.mark.slow  # whole runs of the command in subprocesses: `make test` only
@@ -71,8 +70,6 @@ def test_prepare_suite_times_host_work_in_three_fresh_processes(tmp_path):
         assert len(st["cpu_seconds_all"]) == len(st["probe_cpu_seconds_all"]) == len(st["seconds_all"]) == 15
         medians = [statistics.median(st["cpu_seconds_all"][5 * k:5 * k + 5]) for k in range(3)]
         assert st["cpu_seconds"] == statistics.median(medians) and st["loops"] == min(st["loops_all"])
-    rows = regression.compare(result, result)
-    assert not regression.has_regression(rows)
 
 
 @pytest.mark.slow

@@ -14,9 +14,13 @@ fraction of a second); ``bench.timing`` re-exports all of it and adds the GPU cl
 from __future__ import annotations
 
 import gc
+import importlib
+import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -133,10 +137,20 @@ def time_blocks(fn: Callable[[], Any], block: Block, *, repetitions: int = 5, wa
 
 
 # ------------------------------------------------------------------------------------- fresh processes
-def _timed_child(build: Callable[..., Callable[[], Any]], args: tuple, plant: float, kw: dict) -> dict:
-    """In a fresh process: ``time_blocks`` of the work ``build(*args)`` returns, slowed by ``plant`` (the test
-    hook, on CPU time)."""
-    return time_blocks(slowed(build(*args), plant, clock="cpu"), wall_block(), **kw)
+def _name(fn: Callable) -> str:
+    """``module:qualified.name`` of a module-level function (how a fresh process finds it)."""
+    name = f"{fn.__module__}:{fn.__qualname__}"
+    if "<" in name or fn.__module__ == "__main__":
+        raise ValueError(f"{name}: a fresh process can only find a function defined at a module's top level")
+    return name
+
+
+def _resolve(name: str) -> Callable:
+    module, _, path = name.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def time_in_processes(build: Callable[..., Callable[[], Any]], args: tuple = (), processes: int = 3,
@@ -148,22 +162,39 @@ def time_in_processes(build: Callable[..., Callable[[], Any]], args: tuple = (),
     next (memory layout, the allocator's state, the caches other work left: 5-15% on a 2-core VM for 75-ms
     calls) by more than the repetitions within one process show. Timing in several processes measures that
     drift, in the same run, and the regression check takes its noise band from it (``bench.regression``).
-    ``build`` must be a module-level function (it is sent to the processes by reference) that returns the
-    work to time; ``plant``: the test hook's slowdown (``planted_slowdown``), applied in each process. The
-    processes start with ``spawn``, so nothing of this process's state (allocator, caches of the work) is
-    inherited; each pays its own imports, warm-up and calibration, untimed."""
-    import concurrent.futures
-    import multiprocessing
 
+    ``build`` (and ``probe``, when given) must be module-level functions of an importable module: each process
+    (``python -c``, this interpreter, this ``sys.path``) imports them by name, calls ``build(*args)`` for the
+    work and times it; ``args`` and the other keywords must be JSON values. Nothing of this process's state
+    (allocator, caches, the calling script) is inherited, so it works the same from a script, a notebook or
+    the command line; each process pays its own imports, warm-up and calibration, untimed. ``plant``: the
+    test hook's slowdown (``planted_slowdown``), applied in each process."""
     if processes < 1:
         raise ValueError("processes must be >= 1")
     kw = {k: v for k, v in kw.items() if k not in ("device", "clock")}  # the CPU, on the wall clock and CPU time
+    probe = kw.pop("probe", None)
+    request = json.dumps({"build": _name(build), "args": list(args), "plant": plant,
+                          "probe": _name(probe) if probe is not None else None, "kw": kw})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    command = [sys.executable, "-c", "from virnucpro_kernel.bench.host import _child; _child()"]
     parts = []
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
-        for _ in range(processes):  # one at a time: two processes timed together would share the cores
-            parts.append(pool.submit(_timed_child, build, tuple(args), plant, kw).result())
+    for _ in range(processes):  # one at a time: two processes timed together would share the cores
+        done = subprocess.run(command, input=request, capture_output=True, text=True, env=env)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            raise RuntimeError(f"timing {_name(build)} in a fresh process failed (exit status {done.returncode}): "
+                               + (done.stderr.strip().splitlines() or ["no message"])[-1])
+        parts.append(json.loads(lines[-1]))
     return merge_processes(parts)
+
+
+def _child() -> None:
+    """A fresh process of ``time_in_processes``: the request (JSON) on standard input, the timing (JSON) as the
+    last line of standard output."""
+    request = json.loads(sys.stdin.read())
+    work = slowed(_resolve(request["build"])(*request["args"]), request["plant"], clock="cpu")
+    probe = _resolve(request["probe"]) if request["probe"] else None
+    print(json.dumps(time_blocks(work, wall_block(), probe=probe, **request["kw"])))
 
 
 def merge_processes(parts: list[dict]) -> dict:

@@ -198,7 +198,8 @@ def spread(stage: dict, clock: str = "wall") -> float | None:
 
 
 def stage_time(stage: dict, cpu: bool = False) -> float | None:
-    """The median time per call of a stage: CPU time with ``cpu``, else ``seconds``."""
+    """The time per call of a stage: CPU time with ``cpu`` (``cpu_figure``: the median, or the median of the
+    processes' medians), else ``seconds``."""
     if cpu:
         if stage.get("cpu_seconds") is not None:
             return _finite(stage["cpu_seconds"])
@@ -236,6 +237,11 @@ def stage_noise(base: dict, cur: dict, cpu: bool = False) -> tuple[dict | None, 
         return None, NOT_COMPARABLE, (f"work on the CPU with CPU time and machine probe in "
                                       f"{_side(has_cpu_time(base), has_cpu_time(cur))} only (older result file): "
                                       "its wall clock would count the machine's load")
+    split = [s for s in (base, cur) if s.get("repetitions_per_process") is not None
+             and sum(s["repetitions_per_process"]) != len(s.get("cpu_seconds_all") or [])]
+    if split:
+        return None, NOT_COMPARABLE, (f"repetitions_per_process does not add up to the CPU times recorded in "
+                                      f"{_side(base in split, cur in split)}")
     if cpu and base.get("probe") != cur.get("probe"):
         return None, NOT_COMPARABLE, f"different machine probes: {base.get('probe')} vs {cur.get('probe')}"
     if base.get("tokens") != cur.get("tokens"):

@@ -4,14 +4,14 @@ A result is one JSON object per suite (``<suite>.json``) with a markdown twin (`
 ``RESULT_SCHEMA`` is the contract; ``validate_result`` checks it with ``jsonschema`` when importable, else
 with a small built-in validator of the same schema (the keywords used here only).
 
-What the regression check (``bench.regression``) needs of a stage: ``seconds`` (median of the repetitions,
-per call), ``repetitions``, ``seconds_all`` (each repetition's seconds per call; ``seconds_min`` and
-``seconds_max`` are their extremes), ``loops`` (calls per timed repetition, 1 when absent) and, for work
-timed on the CPU, ``cpu_seconds`` / ``cpu_seconds_all`` (CPU time of the process per call) with ``probe`` and
-``probe_cpu_seconds_all`` (CPU time of a fixed piece of work timed before each repetition: the machine's
-speed), the figures judged there; for work timed in several processes (``timing.time_in_processes``),
-``processes`` and ``repetitions_per_process`` (the repetitions of each ``*_all`` list, in process order) and
-``loops_all``. Older files with neither ``repetitions`` nor ``seconds_all`` still
+What the regression check (``bench.regression``) needs of a stage: ``seconds`` (median of the repetitions, per
+call; of several processes, the median of their medians), ``repetitions``, ``seconds_all`` (each repetition's
+seconds per call; ``seconds_min`` and ``seconds_max`` are their extremes), ``loops`` (calls per timed
+repetition, 1 when absent) and, for work timed on the CPU, ``cpu_seconds`` / ``cpu_seconds_all`` (CPU time of
+the process per call) with ``probe`` and ``probe_cpu_seconds_all`` (CPU time of a fixed piece of work timed
+before each repetition: the machine's speed), the figures judged there; for work timed in several processes
+(``timing.time_in_processes``), ``processes`` and ``repetitions_per_process`` (the repetitions of each ``*_all``
+list, in process order) and ``loops_all``. Older files with neither ``repetitions`` nor ``seconds_all`` still
 validate; their stages are listed as not comparable.
 """
 
