@@ -677,10 +677,13 @@ def test_host_stages_are_judged_on_cpu_time_against_the_machine_probe():
 
 
 def test_cpu_time_band_is_the_larger_spread():
+    """A steady probe: CPU time over the probe's spreads as much as CPU time; the band is the larger spread."""
     base = _run(seconds=1.0, cpu=1.0, cpu_spread=0.12)
     rows = regression.compare(_run(seconds=1.0, cpu=1.13, cpu_spread=0.24), base)  # 13% < 24 + 2.1%
     assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
     assert rows[0]["noise_pct"] == pytest.approx(100 * (0.24 + regression.REL_FLOOR + 0.001 / 1.0))
+    assert rows[0]["probe_noise_pct"] == pytest.approx(rows[0]["noise_pct"]) == pytest.approx(rows[0]["bound_pct"])
+    assert "relative to the machine 26.1% (CPU time alone 26.1%)" in regression.format_table(rows)
     rows = regression.compare(_run(seconds=1.0, cpu=1.3, cpu_spread=0.24), base)  # 30% > 26.1%: not 12 + 24 + 2.1%
     assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"
 
@@ -702,13 +705,15 @@ def test_one_far_off_repetition_does_not_hide_a_slowdown():
     assert regression.spread(three["stages"]["prepare_vectorized"], "cpu") == pytest.approx(0.6)  # the range
 
 
-def _in_processes(run: dict, per_process: list[list[float]], probe: float = 0.01) -> dict:
-    """``run`` with its stage timed in several processes (CPU times: one list per process), merged by
-    ``timing.merge_processes`` as ``timing.time_in_processes`` merges them."""
+def _in_processes(run: dict, per_process: list[list[float]], probe: float | list[float] = 0.01) -> dict:
+    """``run`` with its stage timed in several processes (CPU times: one list per process; ``probe``: the probe's
+    time, one for all or one per process), merged by ``timing.merge_processes`` as ``timing.time_in_processes``
+    merges them."""
     st = run["stages"]["prepare_vectorized"]
+    probes = probe if isinstance(probe, list) else [probe] * len(per_process)
     parts = [dict(seconds_all=list(cpus), cpu_seconds_all=list(cpus), probe=timing.PROBE_ID,
-                  probe_cpu_seconds_all=[probe] * len(cpus), repetitions=len(cpus), loops=st["loops"], warmup=1,
-                  clock="wall") for cpus in per_process]
+                  probe_cpu_seconds_all=[p] * len(cpus), repetitions=len(cpus), loops=st["loops"], warmup=1,
+                  clock="wall") for cpus, p in zip(per_process, probes)]
     run["stages"]["prepare_vectorized"] = schema.stage_entry(timing.merge_processes(parts), tokens=st["tokens"],
                                                              sequences=st["sequences"], path="optimized")
     return schema.validate_result(run)
@@ -747,6 +752,33 @@ def test_several_processes_the_band_is_the_drift_between_them():
     rows = regression.compare(broken, base)
     assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "not comparable"
     assert rows[0]["reason"] == "repetitions_per_process does not add up to the CPU times recorded in the current run"
+
+
+def test_a_process_slowed_by_the_machine_hides_nothing():
+    """Measured with a core kept busy: one process of three ran 40% slower and the probe beside it as much.
+    The CPU time's own spread (40%) is listed but is no bound; relative to the probe the planted 30% shows
+    beyond its band, and the same loaded process in unchanged code flags nothing."""
+    base = _in_processes(_run(seconds=1.0, cpu=0.075, reps=15), [[0.0745] * 5, [0.0735] * 5, [0.0813] * 5],
+                         probe=[0.0121, 0.0122, 0.0135])
+    planted = _in_processes(_run(seconds=1.0, cpu=0.098, reps=15), [[0.0979] * 5, [0.0967] * 5, [0.1354] * 5],
+                            probe=[0.0118, 0.0120, 0.0163])
+    rows = regression.compare(planted, base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "REGRESSION"
+    row = rows[0]
+    assert row["worse_pct"] == pytest.approx(100 * (0.0979 / 0.0745 - 1))  # +31%: under its own spread
+    assert row["noise_pct"] > row["worse_pct"]  # the CPU time's own spread (43%) is listed, not a bound
+    assert row["bound_pct"] == pytest.approx(max(10.0, row["probe_noise_pct"]))
+    assert row["probe_worse_pct"] > 30 > row["bound_pct"]  # relative to the machine: +33% against 10%
+    assert "relative to the machine" in regression.format_table(rows)
+    unchanged = _in_processes(_run(seconds=1.0, cpu=0.075, reps=15), [[0.0725] * 5, [0.0824] * 5, [0.0797] * 5],
+                              probe=[0.0120, 0.0121, 0.0130])
+    rows = regression.compare(unchanged, base)
+    assert _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok" and not regression.has_regression(rows)
+    # relative to the machine 30% slower, but the CPU time itself under the threshold: the probe ran fast
+    fast_probe = _in_processes(_run(seconds=1.0, cpu=0.075, reps=15), [[0.0760] * 5, [0.0755] * 5, [0.0765] * 5],
+                               probe=[0.0094] * 3)
+    rows = regression.compare(fast_probe, base)
+    assert rows[0]["probe_worse_pct"] > 25 and _verdicts(rows)["prepare_vectorized.cpu_seconds"] == "ok"
 
 
 def test_merge_processes_keeps_every_repetition_in_process_order():
