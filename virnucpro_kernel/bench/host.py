@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from ..errors import VirNucProError
 
+
 def summarize_seconds(samples: list[float]) -> dict:
     """Median, min, max, all and relative spread ``(max - min) / median`` of repetition times."""
     if not samples:
@@ -198,7 +199,7 @@ def _child() -> None:
 
 
 def merge_processes(parts: list[dict]) -> dict:
-    """One timing from ``time_repeated`` outputs of several processes: every repetition, in process order
+    """One timing from ``time_blocks`` outputs of several processes: every repetition, in process order
     (``seconds_all``, ``cpu_seconds_all``, ``probe_cpu_seconds_all``), with ``processes`` and
     ``repetitions_per_process`` to tell them apart. ``cpu_seconds`` (and the wall clock's ``seconds``) is the
     median of the processes' medians; ``loops`` the fewest calls per repetition of any process (``loops_all``:

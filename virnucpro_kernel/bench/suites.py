@@ -112,20 +112,32 @@ class Context:
         return EngineOptions(**base)
 
 
-def timed_stage(result: dict, stage: str, fn, **kw) -> dict:
-    """``time_repeated(fn, **kw)`` for ``stage``; work on the CPU is timed beside the machine probe (what the
-    regression check judges it by). Through the test hook: when ``VIRNUCPRO_BENCH_TEST_SLOWDOWN`` plants a
-    slowdown in this stage, ``fn`` is slowed accordingly and the result gets a warning saying so."""
+def _planted(result: dict, stage: str) -> float:
+    """The test hook's slowdown for ``stage`` (``timing.planted_slowdown``), with a warning in ``result`` when
+    there is one."""
     fraction = planted_slowdown(stage)
     if fraction:
         result["warnings"].append(f"test hook {TEST_SLOWDOWN_ENV}: stage {stage} slowed by {100 * fraction:g}% "
                                   "on purpose; not a measurement of the code")
-        host = torch.device(kw.get("device") or "cpu").type == "cpu"
+    return fraction
+
+
+def _with_probe(kw: dict) -> dict:
+    """Timing keywords of work on the CPU: beside the machine probe, for half a repetition before each."""
+    kw.setdefault("probe", machine_probe)
+    kw.setdefault("probe_seconds", max(0.1, kw.get("min_seconds", 0.0) / 2))
+    return kw
+
+
+def timed_stage(result: dict, stage: str, fn, **kw) -> dict:
+    """``time_repeated(fn, **kw)`` for ``stage``; work on the CPU is timed beside the machine probe (what the
+    regression check judges it by). Through the test hook: when ``VIRNUCPRO_BENCH_TEST_SLOWDOWN`` plants a
+    slowdown in this stage, ``fn`` is slowed accordingly and the result gets a warning saying so."""
+    host = torch.device(kw.get("device") or "cpu").type == "cpu"
+    fraction = _planted(result, stage)
+    if fraction:
         fn = slowed(fn, fraction, clock="cpu" if host else "wall")  # the clock the stage is judged on
-    if torch.device(kw.get("device") or "cpu").type == "cpu":
-        kw.setdefault("probe", machine_probe)
-        kw.setdefault("probe_seconds", max(0.1, kw.get("min_seconds", 0.0) / 2))  # half a repetition
-    return time_repeated(fn, **kw)
+    return time_repeated(fn, **(_with_probe(kw) if host else kw))
 
 
 def frame_stats(path, chunk_size) -> dict:
@@ -163,12 +175,7 @@ def timed_host_stage(result: dict, stage: str, build, args: tuple, ctx: Context)
     kw = dict(repetitions=ctx.repetitions, warmup=1, device="cpu", min_seconds=ctx.min_seconds)
     if ctx.host_processes <= 1:
         return timed_stage(result, stage, build(*args), **kw)
-    fraction = planted_slowdown(stage)
-    if fraction:
-        result["warnings"].append(f"test hook {TEST_SLOWDOWN_ENV}: stage {stage} slowed by {100 * fraction:g}% "
-                                  "on purpose; not a measurement of the code")
-    return time_in_processes(build, args, ctx.host_processes, plant=fraction, probe=machine_probe,
-                             probe_seconds=max(0.1, ctx.min_seconds / 2), **kw)
+    return time_in_processes(build, args, ctx.host_processes, plant=_planted(result, stage), **_with_probe(kw))
 
 
 def suite_prepare(ctx: Context) -> dict:

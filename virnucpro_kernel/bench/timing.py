@@ -92,8 +92,6 @@ def time_repeated(fn: Callable[[], Any], repetitions: int = 5, warmup: int = 1, 
     clock)`` (plus ``cpu_seconds``, ``cpu_seconds_all`` on the CPU, ``probe``, ``probe_cpu_seconds_all`` with a
     probe) with every time per call, all JSON-serialisable (capture fn's output in a closure if it is needed).
     """
-    if repetitions < 1:
-        raise ValueError("repetitions must be >= 1")
     dev = _as_device(device)
     on_cuda = dev.type == "cuda"
     if clock == "auto":
